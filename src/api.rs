@@ -1,0 +1,524 @@
+//! The `VaultKey` API (`vaultkey.dev/v1alpha1`): what a platform team declares and what the
+//! operator reports back. The CRD in `crds/` is generated from these types.
+//!
+//! Rules the API server can enforce live here as CEL, so bad manifests are refused at apply
+//! time; rules CEL cannot express (ISO-8601 duration arithmetic) live in [`crate::validate`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Tag on every key the operator creates or adopts, naming its VaultKey as `namespace/name`.
+pub const OWNER_TAG: &str = "vaultkey.dev/owner";
+/// Tag holding the owning VaultKey's uid (Key Vault tag values are limited to 256 characters,
+/// so the uid gets a tag of its own).
+pub const OWNER_UID_TAG: &str = "vaultkey.dev/owner-uid";
+/// Tag holding the thumbprint of the public part of the last imported material; written in
+/// the same call as the import, so the vault itself records what was imported.
+pub const IMPORTED_MATERIAL_TAG: &str = "vaultkey.dev/imported-material";
+/// Prefix reserved for the operator's own tags; users cannot set tags under it.
+pub const RESERVED_TAG_PREFIX: &str = "vaultkey.dev/";
+
+/// A key in Azure Key Vault, managed declaratively.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vaultkey.dev",
+    version = "v1alpha1",
+    kind = "VaultKey",
+    namespaced,
+    shortname = "vk",
+    status = "VaultKeyStatus",
+    printcolumn = r#"{"name":"Vault","type":"string","jsonPath":".spec.vaultUrl"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","jsonPath":".status.keyName"}"#,
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.keyType"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.currentVersion"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.keySize) || self.keyType in ['RSA', 'RSA-HSM', 'oct-HSM']").message("keySize applies only to RSA, RSA-HSM and oct-HSM keys; EC keys take a curve"),
+    validation = Rule::new("!has(self.curve) || self.keyType in ['EC', 'EC-HSM']").message("curve applies only to EC and EC-HSM keys"),
+    validation = Rule::new("!has(self.publicExponent) || self.keyType in ['RSA', 'RSA-HSM']").message("publicExponent applies only to RSA keys"),
+    validation = Rule::new("!has(self.keySize) || self.keyType != 'oct-HSM' || self.keySize in [128, 192, 256]").message("oct-HSM keySize must be 128, 192 or 256"),
+    validation = Rule::new("!has(self.keySize) || self.keyType == 'oct-HSM' || self.keySize in [2048, 3072, 4096]").message("RSA keySize must be 2048, 3072 or 4096"),
+    validation = Rule::new("!has(self.import) || self.keyType in ['RSA', 'RSA-HSM', 'EC', 'EC-HSM']").message("import supports RSA and EC material only"),
+    validation = Rule::new("!has(self.import) || (!has(self.keySize) && !has(self.curve) && !has(self.publicExponent))").message("an imported key takes its size or curve from the material: remove keySize, curve and publicExponent"),
+    validation = Rule::new("!has(self.import) || !has(self.rotateToken)").message("rotateToken makes Key Vault generate new material, which conflicts with import: change the Secret to import a new version instead"),
+    validation = Rule::new("!has(self.keyName) || !has(oldSelf.keyName) || self.keyName == oldSelf.keyName").message("keyName is immutable"),
+    validation = Rule::new("has(self.keyName) == has(oldSelf.keyName)").message("keyName cannot be added or removed after creation"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultKeySpec {
+    /// URL of the vault, e.g. `https://my-vault.vault.azure.net`. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("vaultUrl is immutable"))]
+    #[schemars(regex(pattern = r"^https://[^/?#\s]+/?$"), length(max = 512))]
+    pub vault_url: String,
+
+    /// Name of the key in the vault; defaults to `metadata.name`. Immutable. Key Vault allows
+    /// 1-127 letters, digits and dashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-zA-Z-]{1,127}$"))]
+    pub key_name: Option<String>,
+
+    /// Key type. Changing it creates a new version of the same key (Key Vault keeps the history).
+    pub key_type: KeyType,
+
+    /// RSA modulus size (2048, 3072, 4096; default 2048) or oct-HSM size (128, 192, 256; default
+    /// 256). Changing it creates a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_size: Option<i32>,
+
+    /// Elliptic curve for EC and EC-HSM keys (default P-256). Changing it creates a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve: Option<Curve>,
+
+    /// RSA public exponent (default 65537).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 3))]
+    pub public_exponent: Option<i32>,
+
+    /// Operations the key permits. Empty means Key Vault's default for the key type, and the
+    /// operator then leaves the operations as the vault has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 8))]
+    pub key_ops: Vec<KeyOperation>,
+
+    /// Attributes applied to the key's current version.
+    #[serde(default)]
+    pub attributes: KeyAttributes,
+
+    /// Tags on the key. Keys under `vaultkey.dev/` are reserved for the operator; Key Vault
+    /// allows 15 tags in all, of which the operator uses up to 3.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('vaultkey.dev/'))").message("tags under vaultkey.dev/ are reserved for the operator"))]
+    #[schemars(extend("maxProperties" = 12))]
+    pub tags: BTreeMap<String, String>,
+
+    /// Secure key release policy, passed to Key Vault when a version is created or imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_policy: Option<ReleasePolicy>,
+
+    /// Key Vault's automatic rotation policy for this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_policy: Option<RotationPolicy>,
+
+    /// Every change of this value asks for exactly one manual rotation (a new key version), so
+    /// both GitOps and `kubectl patch` can rotate declaratively. Setting it on creation does not
+    /// rotate; only later changes do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub rotate_token: Option<String>,
+
+    /// Import key material from a Secret instead of letting Key Vault generate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportSource>,
+
+    /// Manage a key that already exists in the vault but was not created for this VaultKey.
+    /// Without it such a key is reported (KeyExistsNotAdopted) and left untouched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
+
+    /// What happens to the key when the VaultKey is deleted: Retain (default) leaves it,
+    /// Delete soft-deletes it, Purge soft-deletes then purges it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Key Vault key types.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum KeyType {
+    #[serde(rename = "RSA")]
+    Rsa,
+    #[serde(rename = "RSA-HSM")]
+    RsaHsm,
+    #[serde(rename = "EC")]
+    Ec,
+    #[serde(rename = "EC-HSM")]
+    EcHsm,
+    #[serde(rename = "oct-HSM")]
+    OctHsm,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Rsa => "RSA",
+            KeyType::RsaHsm => "RSA-HSM",
+            KeyType::Ec => "EC",
+            KeyType::EcHsm => "EC-HSM",
+            KeyType::OctHsm => "oct-HSM",
+        }
+    }
+
+    pub fn is_hsm(self) -> bool {
+        matches!(self, KeyType::RsaHsm | KeyType::EcHsm | KeyType::OctHsm)
+    }
+
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeyType::Rsa | KeyType::RsaHsm)
+    }
+
+    pub fn is_ec(self) -> bool {
+        matches!(self, KeyType::Ec | KeyType::EcHsm)
+    }
+}
+
+/// Elliptic curves Key Vault supports.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Curve {
+    #[serde(rename = "P-256")]
+    P256,
+    #[serde(rename = "P-256K")]
+    P256K,
+    #[serde(rename = "P-384")]
+    P384,
+    #[serde(rename = "P-521")]
+    P521,
+}
+
+impl Curve {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Curve::P256 => "P-256",
+            Curve::P256K => "P-256K",
+            Curve::P384 => "P-384",
+            Curve::P521 => "P-521",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Curve> {
+        [Curve::P256, Curve::P256K, Curve::P384, Curve::P521]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+}
+
+/// Operations a key can permit.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum KeyOperation {
+    Encrypt,
+    Decrypt,
+    Sign,
+    Verify,
+    WrapKey,
+    UnwrapKey,
+    Import,
+    Export,
+}
+
+impl KeyOperation {
+    pub const ALL: [KeyOperation; 8] = [
+        KeyOperation::Encrypt,
+        KeyOperation::Decrypt,
+        KeyOperation::Sign,
+        KeyOperation::Verify,
+        KeyOperation::WrapKey,
+        KeyOperation::UnwrapKey,
+        KeyOperation::Import,
+        KeyOperation::Export,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyOperation::Encrypt => "encrypt",
+            KeyOperation::Decrypt => "decrypt",
+            KeyOperation::Sign => "sign",
+            KeyOperation::Verify => "verify",
+            KeyOperation::WrapKey => "wrapKey",
+            KeyOperation::UnwrapKey => "unwrapKey",
+            KeyOperation::Import => "import",
+            KeyOperation::Export => "export",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<KeyOperation> {
+        KeyOperation::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+}
+
+/// Attributes of the key's current version.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!(has(self.expiresOn) && has(self.expiresAfter))").message("set either expiresOn or expiresAfter, not both"),
+    validation = Rule::new("!has(self.expiresOn) || !has(self.notBefore) || timestamp(self.notBefore) < timestamp(self.expiresOn)").message("notBefore must be earlier than expiresOn"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyAttributes {
+    /// Whether the key may be used for cryptographic operations (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Absolute expiry (RFC 3339), e.g. `2027-11-25T00:00:00Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_on: Option<String>,
+
+    /// Relative expiry applied to each new version: an ISO-8601 duration counted from the
+    /// version's creation, e.g. `P1Y` ("now + 1 year" in the how-to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$"))]
+    pub expires_after: Option<String>,
+
+    /// Not-before time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub not_before: Option<String>,
+
+    /// Whether the private key can be exported (needs a release policy). Set when a version is
+    /// created; Key Vault does not allow changing it afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exportable: Option<bool>,
+}
+
+impl Default for KeyAttributes {
+    fn default() -> Self {
+        KeyAttributes {
+            enabled: true,
+            expires_on: None,
+            expires_after: None,
+            not_before: None,
+            exportable: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Secure key release policy, passed through to Key Vault.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleasePolicy {
+    /// Content type of the policy, default `application/json; charset=utf-8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The policy document (JSON text).
+    pub data: String,
+    /// Whether the policy can never be changed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<bool>,
+}
+
+/// Key Vault's automatic rotation policy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("self.lifetimeActions.filter(a, a.action == 'Rotate').size() <= 1").message("at most one Rotate action"),
+    validation = Rule::new("self.lifetimeActions.filter(a, a.action == 'Notify').size() <= 1").message("at most one Notify action"),
+    validation = Rule::new("self.lifetimeActions.all(a, a.action != 'Notify' || has(a.timeBeforeExpiry))").message("a Notify action takes timeBeforeExpiry"),
+    validation = Rule::new("has(self.expiresIn) || self.lifetimeActions.all(a, !has(a.timeBeforeExpiry))").message("timeBeforeExpiry needs expiresIn: without an expiry there is nothing to count back from"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationPolicy {
+    /// Expiry of each new version (ISO-8601 duration, at least 28 days), e.g. `P90D`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$"))]
+    pub expires_in: Option<String>,
+
+    /// What Key Vault does, and when.
+    #[serde(default)]
+    #[schemars(length(max = 2))]
+    pub lifetime_actions: Vec<LifetimeAction>,
+}
+
+/// One lifetime action: exactly one of `timeAfterCreate` and `timeBeforeExpiry`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.timeAfterCreate) != has(self.timeBeforeExpiry)").message("set exactly one of timeAfterCreate and timeBeforeExpiry"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LifetimeAction {
+    /// Rotate (make a new version) or Notify (Event Grid near-expiry event).
+    pub action: LifetimeActionType,
+    /// ISO-8601 duration after the version's creation, e.g. `P30D` (at least 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$"))]
+    pub time_after_create: Option<String>,
+    /// ISO-8601 duration before the version's expiry, e.g. `P7D` (at least 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$"))]
+    pub time_before_expiry: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum LifetimeActionType {
+    Rotate,
+    Notify,
+}
+
+/// Where imported key material comes from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSource {
+    /// A key of a Secret in the VaultKey's own namespace, holding a private JWK (JSON) or an
+    /// unencrypted PEM private key (RSA or EC). Changed material is imported as a new version.
+    pub secret_ref: SecretKeyRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name (same namespace as the VaultKey).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Leave the key in the vault; only the finalizer is removed.
+    #[default]
+    Retain,
+    /// Soft-delete the key (recoverable for the vault's retention period).
+    Delete,
+    /// Soft-delete, then purge the key. Irreversible.
+    Purge,
+}
+
+/// What the operator observed in the vault, and whether it matches the spec.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultKeyStatus {
+    /// Conditions; `Ready` is True only when the vault matches `observedGeneration`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The key's name in the vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// Versionless key id (kid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Current (latest) version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    /// Versioned key id of the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_key_id: Option<String>,
+    /// Key type, size and curve as the vault reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_size: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve: Option<String>,
+    /// RFC 7638 thumbprint (SHA-256) of the current version's public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_thumbprint: Option<String>,
+    /// The most recent versions, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<KeyVersionStatus>,
+    /// Number of versions the key has in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_count: Option<i32>,
+    /// The rotation policy as the vault holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_policy: Option<ObservedRotationPolicy>,
+    /// Creation time of the current version when it replaced an earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// When Key Vault will next rotate automatically, computed from the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// The rotateToken value whose rotation has been performed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_rotate_token: Option<String>,
+    /// A manual rotation in flight: written before the rotate call so a retry after a crash
+    /// or timeout can tell whether the rotation already happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_rotation: Option<PendingRotation>,
+    /// Thumbprint of the public part of the imported material the vault holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_material: Option<String>,
+}
+
+/// A rotation policy as read from the vault. Unlike [`RotationPolicy`] it carries no
+/// validation: the vault's own default policy need not satisfy the spec's rules.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedRotationPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifetime_actions: Vec<ObservedLifetimeAction>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedLifetimeAction {
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_after_create: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_before_expiry: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRotation {
+    /// The rotateToken being served.
+    pub token: String,
+    /// The version that was current before the rotation.
+    pub from_version: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVersionStatus {
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Time>,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_on: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+}
+
+/// A status condition (the shape of `metav1.Condition`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    pub last_transition_time: Time,
+}
+
+impl VaultKey {
+    /// The key's name in the vault: `spec.keyName`, else `metadata.name`.
+    pub fn key_name(&self) -> &str {
+        self.spec
+            .key_name
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default()
+    }
+
+    pub fn ready_condition(&self) -> Option<&Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+    }
+}
+
+/// The CRD as YAML, exactly as committed in `crds/vaultkey.yaml`.
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    use kube::CustomResourceExt;
+    serde_norway::to_string(&VaultKey::crd())
+}

@@ -1,0 +1,618 @@
+//! The reconcile loop: dereference (Secret, vault state) → validate → plan → apply → status.
+//!
+//! Every outcome a person can act on becomes the `Ready` condition, with a Warning event when
+//! the condition changes; each error kind chooses its own wait (a bad spec waits for a change,
+//! 429 honours Retry-After, 403 backs off long, transient faults back off exponentially).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::api::{DeletionPolicy, OWNER_TAG, PendingRotation, VaultKey, VaultKeyStatus};
+use crate::key_material::KeyMaterial;
+use crate::keyvault::{ImportKey, KeyVault, ObservedKey, VaultError, VaultErrorKind, VaultProvider};
+use crate::plan::{Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, plan};
+use crate::status::{self, Memory, Readiness, VaultFacts};
+use crate::telemetry::{KindLabels, Metrics, OutcomeLabels, ReasonLabels};
+use crate::validate::{DesiredKey, InvalidSpec, Material, validate};
+
+pub const FINALIZER: &str = "vaultkey.dev/cleanup";
+pub const FIELD_MANAGER: &str = "vaultkey-operator";
+/// Set to "true" to let a VaultKey go without touching the vault (the vault is gone or the
+/// credentials were revoked); the key, if any, is left as it is.
+pub const ABANDON_ANNOTATION: &str = "vaultkey.dev/abandon";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a converged VaultKey is compared with the vault again.
+    pub resync_interval: Duration,
+    /// Watch one namespace only; `None` watches all.
+    pub namespace: Option<String>,
+    pub label_selector: Option<String>,
+    pub concurrency: u16,
+    pub reporter: String,
+}
+
+/// Everything a reconcile needs, built once.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub vaults: Arc<dyn VaultProvider>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    /// Consecutive transient failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, vaults: Arc<dyn VaultProvider>, metrics: Arc<Metrics>, settings: Settings) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.reporter.clone()) };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            vaults,
+            metrics,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 2u64.saturating_pow((*n).min(8)).min(300);
+        Duration::from_secs(secs)
+    }
+
+    fn reset_backoff(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Errors that escape a reconcile (Kubernetes API failures); vault and spec problems are
+/// reported through status instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("deleting the key: {0}")]
+    Cleanup(#[source] VaultError),
+    #[error("the VaultKey has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) | Error::Finalizer(_) => "KubernetesError",
+            Error::Cleanup(e) => reason_for(&e.kind),
+            Error::NoNamespace => "InvalidObject",
+        }
+    }
+}
+
+/// Why a reconcile could not finish; each maps to a condition reason and a wait.
+enum Failure {
+    InvalidSpec(InvalidSpec),
+    ImportSecret { reason: &'static str, message: String },
+    Blocked(Blocker),
+    Vault(VaultError),
+}
+
+fn reason_for(kind: &VaultErrorKind) -> &'static str {
+    match kind {
+        VaultErrorKind::NotFound => "KeyNotFound",
+        VaultErrorKind::Throttled { .. } => "Throttled",
+        VaultErrorKind::Forbidden => "Forbidden",
+        VaultErrorKind::DeletedButRecoverable => "SoftDeletedConflict",
+        VaultErrorKind::Conflict => "VaultConflict",
+        VaultErrorKind::Rejected => "VaultRejected",
+        VaultErrorKind::ServerError => "VaultServerError",
+        VaultErrorKind::Unreachable => "VaultUnreachable",
+        VaultErrorKind::Timeout => "VaultTimeout",
+        VaultErrorKind::Other => "VaultError",
+    }
+}
+
+impl Failure {
+    fn reason(&self) -> &'static str {
+        match self {
+            Failure::InvalidSpec(_) => "InvalidSpec",
+            Failure::ImportSecret { reason, .. } => reason,
+            Failure::Blocked(Blocker::KeyExistsNotAdopted) => "KeyExistsNotAdopted",
+            Failure::Blocked(Blocker::OwnedByAnotherVaultKey { .. }) => "OwnedByAnotherVaultKey",
+            Failure::Blocked(Blocker::SoftDeleted) => "SoftDeletedConflict",
+            Failure::Vault(e) => reason_for(&e.kind),
+        }
+    }
+
+    fn message(&self, vault: &str, key: &str) -> String {
+        match self {
+            Failure::InvalidSpec(e) => format!("{e}; fix the spec"),
+            Failure::ImportSecret { message, .. } => message.clone(),
+            Failure::Blocked(Blocker::KeyExistsNotAdopted) => format!(
+                "key {key} already exists in {vault} and was not created for this VaultKey; set spec.adopt: true to manage it, or choose another keyName"
+            ),
+            Failure::Blocked(Blocker::OwnedByAnotherVaultKey { owner }) => format!(
+                "key {key} in {vault} is managed by VaultKey {owner}; two VaultKeys must not manage one key"
+            ),
+            Failure::Blocked(Blocker::SoftDeleted) => format!(
+                "key {key} in {vault} is soft-deleted; recover it (az keyvault key recover) or purge it (az keyvault key purge) before it can be managed again"
+            ),
+            Failure::Vault(e) => match e.kind {
+                VaultErrorKind::DeletedButRecoverable => format!(
+                    "key {key} in {vault} is soft-deleted; recover or purge it before it can be managed again ({e})"
+                ),
+                VaultErrorKind::Forbidden => format!(
+                    "the operator's identity may not perform {} on {vault}: grant it the Key Vault Crypto Officer role or the matching access policy ({e})",
+                    e.operation.as_str()
+                ),
+                VaultErrorKind::Unreachable => format!("{vault} cannot be reached: {e}"),
+                _ => format!("{vault}: {e}"),
+            },
+        }
+    }
+
+    /// How long to wait before trying again.
+    fn wait(&self, ctx: &Context, object_key: &str) -> Action {
+        match self {
+            // Only a change of the spec (or the Secret, seen at the next resync) can help.
+            Failure::InvalidSpec(_) => Action::await_change(),
+            Failure::ImportSecret { .. } | Failure::Blocked(_) => Action::requeue(ctx.settings.resync_interval),
+            Failure::Vault(e) => match &e.kind {
+                VaultErrorKind::Throttled { retry_after } => Action::requeue(*retry_after),
+                VaultErrorKind::Forbidden | VaultErrorKind::DeletedButRecoverable | VaultErrorKind::Rejected => {
+                    Action::requeue(ctx.settings.resync_interval.max(Duration::from_secs(300)))
+                }
+                _ => Action::requeue(ctx.backoff(object_key)),
+            },
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let api: Api<VaultKey> = match &ctx.settings.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let mut watch = watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.settings.label_selector {
+        watch = watch.labels(selector);
+    }
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let controller = Controller::new(api, watch).with_config(config).graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let metrics = ctx.metrics.clone();
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            metrics.managed_keys.set(i64::try_from(store.state().len()).unwrap_or(i64::MAX));
+            if let Err(e) = result {
+                debug!(error = %e, "reconcile did not finish");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+fn object_key(vk: &VaultKey) -> String {
+    format!("{}/{}", vk.namespace().unwrap_or_default(), vk.name_any())
+}
+
+pub async fn reconcile(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", vaultkey = %object_key(&vk), vault = %vk.spec.vault_url, key = %vk.key_name());
+    async move {
+        let start = Instant::now();
+        let ns = vk.namespace().ok_or(Error::NoNamespace)?;
+        let api: Api<VaultKey> = Api::namespaced(ctx.client.clone(), &ns);
+        let adds_finalizer = vk.meta().deletion_timestamp.is_none() && !vk.finalizers().iter().any(|f| f == FINALIZER);
+        let result = finalizer(&api, FINALIZER, vk, |event| async {
+            match event {
+                FinalizerEvent::Apply(vk) => apply(&vk, &ctx, &api).await,
+                FinalizerEvent::Cleanup(vk) => cleanup(&vk, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)));
+        if adds_finalizer {
+            ctx.metrics.kube_write("finalizer");
+        }
+        ctx.metrics.reconcile_duration.observe(start.elapsed().as_secs_f64());
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+pub fn error_policy(vk: Arc<VaultKey>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(vaultkey = %object_key(&vk), error = %error, "reconcile failed");
+    ctx.metrics.reconciles.get_or_create(&OutcomeLabels { outcome: "error".into() }).inc();
+    ctx.metrics.reconcile_errors.get_or_create(&ReasonLabels { reason: error.reason().into() }).inc();
+    match error {
+        Error::Cleanup(VaultError { kind: VaultErrorKind::Throttled { retry_after }, .. }) => Action::requeue(*retry_after),
+        _ => Action::requeue(ctx.backoff(&object_key(&vk))),
+    }
+}
+
+/// One pass of dereference → validate → plan → apply → status.
+async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
+    let key = object_key(vk);
+    let mut session = Session::new(vk, ctx);
+    let outcome = session.converge(api).await;
+    let (readiness, action) = match &outcome {
+        Ok(()) => {
+            ctx.reset_backoff(&key);
+            let message = match &session.latest {
+                Some(latest) => format!("key {} is at version {}", session.key_name, latest.version),
+                None => "the vault matches the spec".into(),
+            };
+            (Readiness::ready(message), Action::requeue(jittered(ctx.settings.resync_interval, &key)))
+        }
+        Err(failure) => {
+            let reason = failure.reason();
+            let message = failure.message(&vk.spec.vault_url, &session.key_name);
+            ctx.metrics.reconcile_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+            (Readiness::not_ready(reason, message), failure.wait(ctx, &key))
+        }
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&OutcomeLabels { outcome: if readiness.ready { "ready" } else { "not_ready" }.into() })
+        .inc();
+    if !readiness.ready {
+        let changed = vk
+            .ready_condition()
+            .is_none_or(|c| c.reason != readiness.reason || c.message != readiness.message);
+        if changed {
+            warn!(reason = %readiness.reason, message = %readiness.message, "not ready");
+            session.event(EventType::Warning, &readiness.reason, readiness.message.clone()).await;
+        }
+    }
+    session.write_status(api, &readiness).await?;
+    Ok(action)
+}
+
+/// Spreads resyncs over ±10% of the interval so keys created together do not resync together.
+fn jittered(interval: Duration, key: &str) -> Duration {
+    let hash = key.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let spread = interval.as_millis() as u64 / 5;
+    if spread == 0 {
+        return interval;
+    }
+    interval - Duration::from_millis(spread / 2) + Duration::from_millis(hash % spread)
+}
+
+/// The state of one reconcile: what was read, what was done.
+struct Session<'a> {
+    vk: &'a VaultKey,
+    ctx: &'a Context,
+    key_name: String,
+    latest: Option<ObservedKey>,
+    versions: Option<Vec<crate::keyvault::KeyVersion>>,
+    policy: Option<crate::keyvault::ObservedPolicy>,
+    memory: Memory,
+    /// This reconcile made a version itself (so a new version is not an automatic rotation).
+    made_version: bool,
+}
+
+impl<'a> Session<'a> {
+    fn new(vk: &'a VaultKey, ctx: &'a Context) -> Self {
+        let previous = vk.status.as_ref();
+        Session {
+            vk,
+            ctx,
+            key_name: vk.key_name().to_owned(),
+            latest: None,
+            versions: None,
+            policy: None,
+            memory: Memory {
+                observed_rotate_token: previous.and_then(|s| s.observed_rotate_token.clone()),
+                pending_rotation: previous.and_then(|s| s.pending_rotation.clone()),
+                imported_material: previous.and_then(|s| s.imported_material.clone()),
+            },
+            made_version: false,
+        }
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        match self.ctx.recorder.publish(&event, &self.vk.object_ref(&())).await {
+            Ok(()) => self.ctx.metrics.kube_write("event"),
+            Err(e) => warn!(error = %e, reason, "could not publish an event"),
+        }
+    }
+
+    async fn converge(&mut self, api: &Api<VaultKey>) -> Result<(), Failure> {
+        let desired = validate(self.vk).map_err(Failure::InvalidSpec)?;
+        let vault = self.ctx.vaults.vault(&desired.vault_url).map_err(Failure::Vault)?;
+        let material = self.read_material(&desired).await?;
+        let summary = material.as_ref().map(|m| MaterialSummary { thumbprint: m.public_thumbprint() });
+
+        let observed = self.observe(&desired, vault.as_ref()).await.map_err(Failure::Vault)?;
+        let owner = Owner {
+            namespace: self.vk.namespace().unwrap_or_default(),
+            name: self.vk.name_any(),
+            uid: self.vk.uid().unwrap_or_default(),
+        };
+        let remembered = Remembered {
+            observed_rotate_token: self.memory.observed_rotate_token.clone(),
+            pending_rotation: self.memory.pending_rotation.clone(),
+        };
+        let steps = match plan(&PlanInput {
+            desired: &desired,
+            owner: &owner,
+            observed: &observed,
+            remembered: &remembered,
+            material: summary.as_ref(),
+            now: Utc::now(),
+        }) {
+            Plan::Blocked(blocker) => return Err(Failure::Blocked(blocker)),
+            Plan::Steps(steps) => steps,
+        };
+        self.latest = observed.latest;
+        self.policy = observed.policy;
+        for step in steps {
+            self.apply_step(step, &desired, vault.as_ref(), material.as_ref(), api).await?;
+        }
+        self.refresh_versions(vault.as_ref()).await.map_err(Failure::Vault)?;
+        Ok(())
+    }
+
+    /// Reads and parses the import Secret. The material never reaches a log or a message.
+    async fn read_material(&self, desired: &DesiredKey) -> Result<Option<KeyMaterial>, Failure> {
+        let Material::Imported(source) = &desired.material else { return Ok(None) };
+        let secret_ref = &source.secret_ref;
+        let ns = self.vk.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let secret = match secrets.get_opt(&secret_ref.name).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                return Err(Failure::ImportSecret {
+                    reason: "ImportSecretMissing",
+                    message: format!("Secret {ns}/{} does not exist; create it with the key material under key {:?}", secret_ref.name, secret_ref.key),
+                });
+            }
+            Err(e) => {
+                return Err(Failure::ImportSecret {
+                    reason: "ImportSecretUnreadable",
+                    message: format!("cannot read Secret {ns}/{}: {e}", secret_ref.name),
+                });
+            }
+        };
+        let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(&secret_ref.key)) else {
+            return Err(Failure::ImportSecret {
+                reason: "ImportSecretMissing",
+                message: format!("Secret {ns}/{} has no key {:?}", secret_ref.name, secret_ref.key),
+            });
+        };
+        KeyMaterial::parse(&bytes.0).map(Some).map_err(|e| Failure::ImportSecret {
+            reason: "InvalidKeyMaterial",
+            message: format!("Secret {ns}/{} key {:?}: {e}", secret_ref.name, secret_ref.key),
+        })
+    }
+
+    async fn observe(&self, desired: &DesiredKey, vault: &dyn KeyVault) -> Result<Observed, VaultError> {
+        let latest = vault.get_key(&desired.key_name).await?;
+        let soft_deleted = match latest {
+            Some(_) => false,
+            None => vault.get_deleted_key(&desired.key_name).await?.is_some(),
+        };
+        let policy = match (&latest, &desired.rotation_policy) {
+            (Some(_), Some(_)) => vault.get_rotation_policy(&desired.key_name).await?,
+            _ => None,
+        };
+        Ok(Observed { latest, soft_deleted, policy })
+    }
+
+    async fn apply_step(
+        &mut self,
+        step: Step,
+        desired: &DesiredKey,
+        vault: &dyn KeyVault,
+        material: Option<&KeyMaterial>,
+        api: &Api<VaultKey>,
+    ) -> Result<(), Failure> {
+        let name = desired.key_name.as_str();
+        match step {
+            Step::Create(create) => {
+                let existed = self.latest.is_some();
+                let key = vault.create_key(name, &create).await.map_err(Failure::Vault)?;
+                let note = if existed {
+                    format!("created version {} of key {name}: the spec's type, size or curve changed", key.version)
+                } else {
+                    format!("created key {name} ({}) at version {}", key.key_type, key.version)
+                };
+                info!(version = %key.version, "created");
+                self.event(EventType::Normal, "Created", note).await;
+                self.made_version = true;
+                self.latest = Some(key);
+            }
+            Step::Import { properties, hsm } => {
+                let Some(material) = material else { return Ok(()) };
+                let import = ImportKey { material, hsm, properties };
+                let key = vault.import_key(name, &import).await.map_err(Failure::Vault)?;
+                info!(version = %key.version, fingerprint = %material.fingerprint(), "imported");
+                self.event(
+                    EventType::Normal,
+                    "Imported",
+                    format!("imported key material {} as version {} of key {name}", material.fingerprint(), key.version),
+                )
+                .await;
+                self.ctx.metrics.rotations_observed.get_or_create(&KindLabels { kind: "import".into() }).inc();
+                self.memory.imported_material = Some(material.fingerprint());
+                self.made_version = true;
+                self.latest = Some(key);
+            }
+            Step::UpdateProperties { version, properties, drift } => {
+                let key = vault.update_key(name, &version, &properties).await.map_err(Failure::Vault)?;
+                let fields = drift.join(", ");
+                info!(%fields, "properties corrected");
+                self.event(EventType::Normal, "DriftCorrected", format!("set {fields} of key {name} to match the spec")).await;
+                self.latest = Some(key);
+            }
+            Step::SetRotationPolicy(policy) => {
+                let observed = vault.set_rotation_policy(name, &policy).await.map_err(Failure::Vault)?;
+                info!("rotation policy set");
+                self.event(EventType::Normal, "PolicyUpdated", format!("set the rotation policy of key {name}")).await;
+                self.policy = Some(observed);
+            }
+            Step::Rotate { token, from_version } => {
+                // Record the intent first: after a crash or a timeout the next reconcile can
+                // tell whether the rotation happened, and never rotates twice for one token.
+                self.memory.pending_rotation = Some(PendingRotation { token: token.clone(), from_version });
+                self.patch_memory(api).await.map_err(|e| Failure::Vault(VaultError::new(
+                    VaultErrorKind::Other,
+                    crate::keyvault::Operation::RotateKey,
+                    format!("could not record the pending rotation: {e}"),
+                )))?;
+                let key = vault.rotate_key(name).await.map_err(Failure::Vault)?;
+                info!(version = %key.version, %token, "rotated");
+                self.event(EventType::Normal, "Rotated", format!("rotated key {name} to version {} (rotateToken {token:?})", key.version)).await;
+                self.ctx.metrics.rotations_observed.get_or_create(&KindLabels { kind: "manual".into() }).inc();
+                self.memory.observed_rotate_token = Some(token);
+                self.memory.pending_rotation = None;
+                self.made_version = true;
+                self.latest = Some(key);
+            }
+            Step::RecordRotation { token } => {
+                self.memory.observed_rotate_token = Some(token);
+                self.memory.pending_rotation = None;
+            }
+            Step::AdoptRotateToken { token } => {
+                self.memory.observed_rotate_token = Some(token);
+                self.memory.pending_rotation = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists versions only when the latest version is not the one status already shows, so a
+    /// steady state costs one read.
+    async fn refresh_versions(&mut self, vault: &dyn KeyVault) -> Result<(), VaultError> {
+        let Some(latest) = &self.latest else { return Ok(()) };
+        let previous = self.vk.status.as_ref();
+        let shown = previous.and_then(|s| s.current_version.as_deref());
+        if shown == Some(latest.version.as_str()) && previous.is_some_and(|s| !s.versions.is_empty()) {
+            return Ok(());
+        }
+        if let Some(shown) = shown
+            && shown != latest.version
+            && !self.made_version
+        {
+            info!(from = %shown, to = %latest.version, "new version made by Key Vault");
+            self.event(
+                EventType::Normal,
+                "Rotated",
+                format!("Key Vault rotated key {} from version {shown} to {}", self.key_name, latest.version),
+            )
+            .await;
+            self.ctx.metrics.rotations_observed.get_or_create(&KindLabels { kind: "automatic".into() }).inc();
+        }
+        let name = self.key_name.clone();
+        self.versions = Some(vault.list_versions(&name).await?);
+        Ok(())
+    }
+
+    fn build_status(&self, readiness: &Readiness) -> VaultKeyStatus {
+        let facts = VaultFacts {
+            key_name: Some(&self.key_name),
+            latest: self.latest.as_ref(),
+            versions: self.versions.as_deref(),
+            policy: self.policy.as_ref(),
+        };
+        status::build(self.vk.status.as_ref(), self.vk.meta().generation, &facts, self.memory.clone(), readiness, Utc::now())
+    }
+
+    /// Writes status when it differs from what is stored.
+    async fn write_status(&self, api: &Api<VaultKey>, readiness: &Readiness) -> Result<(), Error> {
+        let status = self.build_status(readiness);
+        if self.vk.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        self.patch_status(api, &status).await
+    }
+
+    /// Persists the operator's memory (pending rotation) ahead of a vault call.
+    async fn patch_memory(&self, api: &Api<VaultKey>) -> Result<(), Error> {
+        let mut status = self.vk.status.clone().unwrap_or_default();
+        status.pending_rotation = self.memory.pending_rotation.clone();
+        status.observed_rotate_token = self.memory.observed_rotate_token.clone();
+        self.patch_status(api, &status).await
+    }
+
+    async fn patch_status(&self, api: &Api<VaultKey>, status: &VaultKeyStatus) -> Result<(), Error> {
+        let patch = json!({
+            "apiVersion": "vaultkey.dev/v1alpha1",
+            "kind": "VaultKey",
+            "status": status,
+        });
+        api.patch_status(&self.vk.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
+            .await?;
+        self.ctx.metrics.kube_write("status");
+        Ok(())
+    }
+}
+
+/// Deletion: Retain only lets go; Delete and Purge act only on a key this VaultKey owns.
+async fn cleanup(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
+    let name = vk.key_name().to_owned();
+    if vk.annotations().get(ABANDON_ANNOTATION).is_some_and(|v| v == "true") {
+        info!("abandoned: the vault is not touched");
+        return Ok(Action::await_change());
+    }
+    if vk.spec.deletion_policy == DeletionPolicy::Retain {
+        info!("deletionPolicy Retain: the key stays in the vault");
+        return Ok(Action::await_change());
+    }
+    let Ok(desired) = validate(vk) else {
+        // A spec that never validated never reached a vault.
+        return Ok(Action::await_change());
+    };
+    let vault = ctx.vaults.vault(&desired.vault_url).map_err(Error::Cleanup)?;
+    let session = Session::new(vk, ctx);
+    let owner = format!("{}/{}", vk.namespace().unwrap_or_default(), vk.name_any());
+    if let Some(latest) = vault.get_key(&name).await.map_err(Error::Cleanup)? {
+        if latest.tags.get(OWNER_TAG) != Some(&owner) {
+            info!("the key is not owned by this VaultKey: left in the vault");
+            return Ok(Action::await_change());
+        }
+        vault.delete_key(&name).await.map_err(Error::Cleanup)?;
+        session.event(EventType::Normal, "Deleted", format!("soft-deleted key {name}")).await;
+        info!("soft-deleted");
+    }
+    let deleted = match vk.spec.deletion_policy {
+        DeletionPolicy::Purge => vault.get_deleted_key(&name).await.map_err(Error::Cleanup)?,
+        _ => None,
+    };
+    // Purge only what this VaultKey deleted: the deleted key's tags still name its owner.
+    if deleted.is_some_and(|d| d.tags.get(OWNER_TAG) == Some(&owner)) {
+        // Right after a delete Key Vault may still answer 409 ObjectIsBeingDeleted; the
+        // error policy retries.
+        vault.purge_deleted_key(&name).await.map_err(Error::Cleanup)?;
+        session.event(EventType::Normal, "Purged", format!("purged key {name}")).await;
+        info!("purged");
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,225 @@
+//! Key Vault access behind one small trait, so the reconcile logic runs without a network in
+//! unit tests. [`azure`] is the production implementation over the official Azure SDK.
+
+pub mod azure;
+pub mod budget;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::api::{Curve, KeyOperation, KeyType, ReleasePolicy};
+use crate::key_material::KeyMaterial;
+use crate::validate::DesiredRotationPolicy;
+
+/// The latest (or a given) version of a key, public parts only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedKey {
+    /// Versionless key id: `{vault}/keys/{name}`.
+    pub key_id: String,
+    pub version: String,
+    /// As the vault reports it (`RSA`, `RSA-HSM`, `EC`, ...).
+    pub key_type: String,
+    pub key_size: Option<i32>,
+    pub curve: Option<String>,
+    pub public_exponent: Option<Vec<u8>>,
+    pub key_ops: BTreeSet<String>,
+    pub enabled: bool,
+    pub not_before: Option<DateTime<Utc>>,
+    pub expires_on: Option<DateTime<Utc>>,
+    pub created: Option<DateTime<Utc>>,
+    pub updated: Option<DateTime<Utc>>,
+    pub tags: BTreeMap<String, String>,
+    /// RFC 7638 thumbprint of the public key, when the vault returns one (not for oct keys).
+    pub public_thumbprint: Option<String>,
+}
+
+impl ObservedKey {
+    pub fn versioned_id(&self) -> String {
+        format!("{}/{}", self.key_id, self.version)
+    }
+}
+
+/// A soft-deleted key: its tags tell whose it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedKey {
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One version from the version list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersion {
+    pub version: String,
+    pub enabled: bool,
+    pub created: Option<DateTime<Utc>>,
+    pub expires_on: Option<DateTime<Utc>>,
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// A rotation policy as the vault holds it. Action names are kept as sent back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedPolicy {
+    pub expires_in: Option<String>,
+    pub actions: Vec<ObservedAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedAction {
+    pub action: String,
+    pub time_after_create: Option<String>,
+    pub time_before_expiry: Option<String>,
+}
+
+/// Everything needed to create a version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateKey {
+    pub key_type: KeyType,
+    pub size: Option<i32>,
+    pub curve: Option<Curve>,
+    pub public_exponent: Option<i32>,
+    pub properties: KeyProperties,
+}
+
+/// Settable properties of a version; `None` leaves a property as the vault has it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeyProperties {
+    pub key_ops: Option<BTreeSet<KeyOperation>>,
+    pub enabled: Option<bool>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub expires_on: Option<DateTime<Utc>>,
+    pub exportable: Option<bool>,
+    pub release_policy: Option<ReleasePolicy>,
+    /// Replaces the whole tag map when set.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+pub struct ImportKey<'a> {
+    pub material: &'a KeyMaterial,
+    pub hsm: bool,
+    pub properties: KeyProperties,
+}
+
+/// What went wrong talking to Key Vault, classified so each maps to a condition reason, a
+/// backoff and a metric label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultErrorKind {
+    NotFound,
+    /// 429: wait at least this long before the next request to this vault.
+    Throttled { retry_after: Duration },
+    /// 401/403: the operator's identity lacks permission.
+    Forbidden,
+    /// 409 ObjectIsDeletedButRecoverable: the name is held by a soft-deleted key.
+    DeletedButRecoverable,
+    /// 409 ObjectIsBeingDeleted / ObjectIsBeingRecovered, other 409s: retry shortly.
+    Conflict,
+    /// 400: Key Vault refused the request as invalid.
+    Rejected,
+    /// 5xx: retry with backoff.
+    ServerError,
+    /// DNS, TLS or connection failure: the vault cannot be reached.
+    Unreachable,
+    /// No answer in time: the outcome is unknown, so the next attempt re-reads first.
+    Timeout,
+    Other,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct VaultError {
+    pub kind: VaultErrorKind,
+    pub operation: Operation,
+    pub status: Option<u16>,
+    /// Key Vault's error code (innermost), e.g. `ObjectIsDeletedButRecoverable`.
+    pub code: Option<String>,
+    /// Key Vault's message, or the transport error. Never contains request bodies.
+    pub message: String,
+}
+
+impl fmt::Display for VaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed", self.operation.as_str())?;
+        if let Some(status) = self.status {
+            write!(f, " with HTTP {status}")?;
+        }
+        if let Some(code) = &self.code {
+            write!(f, " ({code})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl VaultError {
+    pub fn new(kind: VaultErrorKind, operation: Operation, message: impl Into<String>) -> Self {
+        VaultError { kind, operation, status: None, code: None, message: message.into() }
+    }
+}
+
+/// Key Vault operations, named as in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    GetKey,
+    ListVersions,
+    GetRotationPolicy,
+    CreateKey,
+    ImportKey,
+    UpdateKey,
+    SetRotationPolicy,
+    RotateKey,
+    DeleteKey,
+    GetDeletedKey,
+    PurgeDeletedKey,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::GetKey => "get_key",
+            Operation::ListVersions => "list_versions",
+            Operation::GetRotationPolicy => "get_rotation_policy",
+            Operation::CreateKey => "create_key",
+            Operation::ImportKey => "import_key",
+            Operation::UpdateKey => "update_key",
+            Operation::SetRotationPolicy => "set_rotation_policy",
+            Operation::RotateKey => "rotate_key",
+            Operation::DeleteKey => "delete_key",
+            Operation::GetDeletedKey => "get_deleted_key",
+            Operation::PurgeDeletedKey => "purge_deleted_key",
+        }
+    }
+
+    /// Whether the operation changes the vault (counted as a write).
+    pub fn is_write(self) -> bool {
+        !matches!(
+            self,
+            Operation::GetKey | Operation::ListVersions | Operation::GetRotationPolicy | Operation::GetDeletedKey
+        )
+    }
+}
+
+pub type VaultResult<T> = Result<T, VaultError>;
+
+/// One vault. Reads return `Ok(None)` for 404; deletes treat 404 as done.
+#[async_trait]
+pub trait KeyVault: Send + Sync {
+    async fn get_key(&self, name: &str) -> VaultResult<Option<ObservedKey>>;
+    /// Versions, newest first.
+    async fn list_versions(&self, name: &str) -> VaultResult<Vec<KeyVersion>>;
+    async fn get_rotation_policy(&self, name: &str) -> VaultResult<Option<ObservedPolicy>>;
+    /// The soft-deleted key holding the name, if any.
+    async fn get_deleted_key(&self, name: &str) -> VaultResult<Option<DeletedKey>>;
+    async fn create_key(&self, name: &str, key: &CreateKey) -> VaultResult<ObservedKey>;
+    async fn import_key(&self, name: &str, key: &ImportKey<'_>) -> VaultResult<ObservedKey>;
+    async fn update_key(&self, name: &str, version: &str, properties: &KeyProperties) -> VaultResult<ObservedKey>;
+    async fn set_rotation_policy(&self, name: &str, policy: &DesiredRotationPolicy) -> VaultResult<ObservedPolicy>;
+    async fn rotate_key(&self, name: &str) -> VaultResult<ObservedKey>;
+    async fn delete_key(&self, name: &str) -> VaultResult<()>;
+    async fn purge_deleted_key(&self, name: &str) -> VaultResult<()>;
+}
+
+/// Hands out one client per vault URL, built once and shared.
+pub trait VaultProvider: Send + Sync {
+    fn vault(&self, vault_url: &str) -> Result<Arc<dyn KeyVault>, VaultError>;
+}

@@ -1,0 +1,237 @@
+//! The `vaultkey-operator` binary: flags, wiring and the HTTP endpoints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{error, info};
+
+use vaultkey_operator::controller::{self, Context, Settings};
+use vaultkey_operator::keyvault::azure::{AzureVaultProvider, ClientSettings, CredentialSource, credential};
+use vaultkey_operator::keyvault::budget::Limits;
+use vaultkey_operator::telemetry::{self, LogFormat, Metrics};
+
+#[derive(Parser)]
+#[command(version, about = "Azure Key Vault keys managed as Kubernetes VaultKey resources")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the VaultKey CustomResourceDefinition as YAML.
+    Crd,
+    /// Run the operator.
+    Run(Box<RunArgs>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CredentialKind {
+    /// Workload identity when AZURE_FEDERATED_TOKEN_FILE is set, else an error.
+    Auto,
+    WorkloadIdentity,
+    ManagedIdentity,
+    ClientSecret,
+    AzureCli,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Seconds between comparisons of a converged VaultKey with its vault.
+    #[arg(long, env = "VAULTKEY_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "VAULTKEY_NAMESPACE")]
+    namespace: Option<String>,
+    /// Watch only VaultKeys matching this label selector.
+    #[arg(long, env = "VAULTKEY_LABEL_SELECTOR")]
+    label_selector: Option<String>,
+    /// VaultKeys reconciled in parallel.
+    #[arg(long, env = "VAULTKEY_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "VAULTKEY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or vaultkey_operator=debug.
+    #[arg(long, env = "VAULTKEY_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "VAULTKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// How the operator authenticates to Key Vault.
+    #[arg(long, env = "VAULTKEY_AZURE_CREDENTIAL", value_enum, default_value_t = CredentialKind::Auto)]
+    azure_credential: CredentialKind,
+    /// Client id of a user-assigned managed identity.
+    #[arg(long, env = "VAULTKEY_MANAGED_IDENTITY_CLIENT_ID")]
+    managed_identity_client_id: Option<String>,
+    /// Seconds before a Key Vault request is abandoned (its outcome is then unknown and the
+    /// next attempt re-reads the vault first).
+    #[arg(long, env = "VAULTKEY_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    request_timeout_seconds: u64,
+    /// Software-key creates allowed per vault per 10 seconds (Key Vault's limit is 20).
+    #[arg(long, env = "VAULTKEY_CREATES_PER_10S", default_value_t = Limits::default().software_creates)]
+    creates_per_10s: u32,
+    /// Name of this instance in events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME", default_value = "vaultkey-operator")]
+    instance: String,
+    /// EMULATOR ONLY: trust this extra CA (PEM) for vault connections.
+    #[arg(long, env = "VAULTKEY_EMULATOR_CA_FILE")]
+    emulator_ca_file: Option<PathBuf>,
+    /// EMULATOR ONLY: send this fixed bearer token instead of a real credential.
+    #[arg(long, env = "VAULTKEY_EMULATOR_STATIC_TOKEN", hide_env_values = true)]
+    emulator_static_token: Option<String>,
+    /// EMULATOR ONLY: accept authentication challenges whose resource does not match the
+    /// vault's domain (emulators on localhost).
+    #[arg(long, env = "VAULTKEY_EMULATOR_SKIP_CHALLENGE_RESOURCE_CHECK")]
+    emulator_skip_challenge_resource_check: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match vaultkey_operator::api::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot render the CRD: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            telemetry::init_logging(&args.log_level, args.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "cannot start the async runtime");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(*args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(message) => {
+                    error!("{message}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn credential_source(args: &RunArgs) -> Result<CredentialSource, String> {
+    if let Some(token) = &args.emulator_static_token {
+        return Ok(CredentialSource::EmulatorStaticToken(token.clone()));
+    }
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Ok(match args.azure_credential {
+        CredentialKind::Auto if env("AZURE_FEDERATED_TOKEN_FILE").is_some() => CredentialSource::WorkloadIdentity,
+        CredentialKind::Auto => {
+            return Err("no Azure credential configured: run with Azure Workload Identity (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE) or pass --azure-credential managed-identity | client-secret | azure-cli".into());
+        }
+        CredentialKind::WorkloadIdentity => CredentialSource::WorkloadIdentity,
+        CredentialKind::ManagedIdentity => {
+            CredentialSource::ManagedIdentity { client_id: args.managed_identity_client_id.clone() }
+        }
+        CredentialKind::ClientSecret => {
+            let (Some(tenant_id), Some(client_id), Some(secret)) =
+                (env("AZURE_TENANT_ID"), env("AZURE_CLIENT_ID"), env("AZURE_CLIENT_SECRET"))
+            else {
+                return Err("--azure-credential client-secret needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into());
+            };
+            CredentialSource::ClientSecret { tenant_id, client_id, secret }
+        }
+        CredentialKind::AzureCli => CredentialSource::AzureCli,
+    })
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let source = credential_source(&args)?;
+    let credential = credential(&source).map_err(|e| format!("cannot set up the Azure credential: {e}"))?;
+    let extra_root_pem = match &args.emulator_ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read --emulator-ca-file {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let settings = ClientSettings {
+        request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
+        extra_root_pem,
+        verify_challenge_resource: !args.emulator_skip_challenge_resource_check,
+        limits: Limits { software_creates: args.creates_per_10s, ..Limits::default() },
+    };
+    let vaults = AzureVaultProvider::new(credential, settings, metrics.clone())?;
+    let client = kube::Client::try_default().await.map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_addr))?;
+    info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, "serving /metrics, /healthz, /readyz");
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state((metrics.clone(), ready.clone()));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let ctx = Arc::new(Context::new(
+        client,
+        Arc::new(vaults),
+        metrics,
+        Settings {
+            resync_interval: Duration::from_secs(args.resync_seconds.max(1)),
+            namespace: args.namespace.clone(),
+            label_selector: args.label_selector.clone(),
+            concurrency: args.concurrency.max(1),
+            reporter: args.instance.clone(),
+        },
+    ));
+    info!(namespace = ?args.namespace, resync_seconds = args.resync_seconds, "starting the VaultKey controller");
+    ready.store(true, Ordering::SeqCst);
+    controller::run(ctx, shutdown_signal()).await;
+    info!("stopped");
+    server.abort();
+    Ok(())
+}
+
+type AppState = (Arc<Metrics>, Arc<AtomicBool>);
+
+async fn render_metrics(State((metrics, _)): State<AppState>) -> String {
+    metrics.render()
+}
+
+async fn readyz(State((_, ready)): State<AppState>) -> (StatusCode, &'static str) {
+    if ready.load(Ordering::SeqCst) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C: finish in-flight reconciles, then stop.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    info!("shutdown requested");
+}

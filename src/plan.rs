@@ -1,0 +1,374 @@
+//! The decision of what to do: a pure function of the desired key, what the vault holds, and
+//! what status remembers. No I/O here, so every combination is unit-tested without a network.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{
+    Curve, IMPORTED_MATERIAL_TAG, KeyType, LifetimeActionType, OWNER_TAG, OWNER_UID_TAG, PendingRotation,
+    RESERVED_TAG_PREFIX,
+};
+use crate::keyvault::{CreateKey, KeyProperties, ObservedKey, ObservedPolicy};
+use crate::period::Period;
+use crate::validate::{DesiredKey, DesiredLifetimeAction, DesiredRotationPolicy, Expiry, Material, Trigger};
+
+/// Which VaultKey is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Owner {
+    pub fn tag_value(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What the vault holds for the key's name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    pub latest: Option<ObservedKey>,
+    /// A soft-deleted key holds the name (only looked up when `latest` is absent).
+    pub soft_deleted: bool,
+    /// `None` when not read (the spec does not manage the policy).
+    pub policy: Option<ObservedPolicy>,
+}
+
+/// What status remembers between reconciles.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Remembered {
+    pub observed_rotate_token: Option<String>,
+    pub pending_rotation: Option<PendingRotation>,
+}
+
+/// Import material, summarised: the plan needs only its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaterialSummary {
+    pub thumbprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Nothing may be done until a person acts; the reason says what.
+    Blocked(Blocker),
+    /// Steps in order. Empty means the vault matches the spec.
+    Steps(Vec<Step>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    /// The key exists, was not created for this VaultKey, and `adopt` is false.
+    KeyExistsNotAdopted,
+    /// The key is tagged for another VaultKey.
+    OwnedByAnotherVaultKey { owner: String },
+    /// A soft-deleted key holds the name: recover or purge it.
+    SoftDeleted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Create a version (a new key, or a changed type, size or curve).
+    Create(CreateKey),
+    /// Import the material as a new version.
+    Import { properties: KeyProperties, hsm: bool },
+    /// Correct the latest version's properties.
+    UpdateProperties { version: String, properties: KeyProperties, drift: Vec<&'static str> },
+    SetRotationPolicy(DesiredRotationPolicy),
+    /// One manual rotation for a new rotateToken value.
+    Rotate { token: String, from_version: String },
+    /// A rotation recorded as pending already happened; remember its token.
+    RecordRotation { token: String },
+    /// Remember the token without rotating (first sight: creation is not a rotation request).
+    AdoptRotateToken { token: String },
+}
+
+pub struct PlanInput<'a> {
+    pub desired: &'a DesiredKey,
+    pub owner: &'a Owner,
+    pub observed: &'a Observed,
+    pub remembered: &'a Remembered,
+    /// Present when the spec imports material and the Secret was read.
+    pub material: Option<&'a MaterialSummary>,
+    /// The clock, for expiries relative to a version's creation.
+    pub now: DateTime<Utc>,
+}
+
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let desired = input.desired;
+    let Some(latest) = &input.observed.latest else {
+        if input.observed.soft_deleted {
+            return Plan::Blocked(Blocker::SoftDeleted);
+        }
+        return Plan::Steps(new_key(input));
+    };
+
+    match latest.tags.get(OWNER_TAG) {
+        Some(owner) if *owner != input.owner.tag_value() => {
+            return Plan::Blocked(Blocker::OwnedByAnotherVaultKey { owner: owner.clone() });
+        }
+        None if !desired.adopt => return Plan::Blocked(Blocker::KeyExistsNotAdopted),
+        _ => {}
+    }
+
+    let mut steps = Vec::new();
+    let new_version = match (&desired.material, input.material) {
+        (Material::Generated { .. }, _) => generated_mismatch(desired, latest).then(|| Step::Create(create_step(input))),
+        (Material::Imported(_), Some(material))
+            if latest.tags.get(IMPORTED_MATERIAL_TAG) != Some(&material.thumbprint) =>
+        {
+            Some(import_step(input, material))
+        }
+        (Material::Imported(_), _) => None,
+    };
+    let creates_version = new_version.is_some();
+    if let Some(step) = new_version {
+        steps.push(step);
+    } else {
+        let (properties, drift) = property_drift(input, latest);
+        if !drift.is_empty() {
+            steps.push(Step::UpdateProperties { version: latest.version.clone(), properties, drift });
+        }
+    }
+
+    if let Some(policy) = &desired.rotation_policy
+        && !policy_matches(policy, input.observed.policy.as_ref())
+    {
+        steps.push(Step::SetRotationPolicy(policy.clone()));
+    }
+
+    if !creates_version {
+        steps.extend(rotation_step(desired, latest, input.remembered));
+    }
+    Plan::Steps(steps)
+}
+
+fn new_key(input: &PlanInput<'_>) -> Vec<Step> {
+    let desired = input.desired;
+    let mut steps = match (&desired.material, input.material) {
+        (Material::Generated { .. }, _) => vec![Step::Create(create_step(input))],
+        (Material::Imported(_), Some(material)) => vec![import_step(input, material)],
+        // The reconciler reads the Secret before planning; without it there is nothing to do.
+        (Material::Imported(_), None) => return Vec::new(),
+    };
+    if let Some(policy) = &desired.rotation_policy {
+        steps.push(Step::SetRotationPolicy(policy.clone()));
+    }
+    if let Some(token) = &desired.rotate_token
+        && input.remembered.observed_rotate_token.as_ref() != Some(token)
+    {
+        steps.push(Step::AdoptRotateToken { token: token.clone() });
+    }
+    steps
+}
+
+/// The tags the key should carry: the spec's, the owner's, and the imported-material record.
+fn desired_tags(input: &PlanInput<'_>, imported: Option<&str>) -> BTreeMap<String, String> {
+    let mut tags = input.desired.tags.clone();
+    tags.insert(OWNER_TAG.to_owned(), input.owner.tag_value());
+    tags.insert(OWNER_UID_TAG.to_owned(), input.owner.uid.clone());
+    if let Some(thumbprint) = imported {
+        tags.insert(IMPORTED_MATERIAL_TAG.to_owned(), thumbprint.to_owned());
+    }
+    tags
+}
+
+/// Properties for a version about to be created; a relative expiry counts from `input.now`.
+fn creation_properties(input: &PlanInput<'_>, imported: Option<&str>) -> KeyProperties {
+    let desired = input.desired;
+    KeyProperties {
+        key_ops: desired.key_ops.clone(),
+        enabled: Some(desired.enabled),
+        not_before: desired.not_before,
+        expires_on: match desired.expiry {
+            Expiry::None => None,
+            Expiry::At(at) => Some(at),
+            Expiry::AfterCreation(period) => period.after(input.now),
+        },
+        exportable: desired.exportable,
+        release_policy: desired.release_policy.clone(),
+        tags: Some(desired_tags(input, imported)),
+    }
+}
+
+fn create_step(input: &PlanInput<'_>) -> CreateKey {
+    let (size, curve, public_exponent) = match input.desired.material {
+        Material::Generated { size, curve, public_exponent } => (size, curve, public_exponent),
+        Material::Imported(_) => (None, None, None),
+    };
+    CreateKey {
+        key_type: input.desired.key_type,
+        size,
+        curve,
+        public_exponent,
+        properties: creation_properties(input, None),
+    }
+}
+
+fn import_step(input: &PlanInput<'_>, material: &MaterialSummary) -> Step {
+    Step::Import {
+        properties: creation_properties(input, Some(&material.thumbprint)),
+        hsm: input.desired.key_type.is_hsm(),
+    }
+}
+
+/// Whether the latest version's type, size, curve or exponent differ from the spec, which
+/// takes a new version (Key Vault cannot change them in place).
+fn generated_mismatch(desired: &DesiredKey, latest: &ObservedKey) -> bool {
+    let Material::Generated { size, curve, public_exponent } = desired.material else {
+        return false;
+    };
+    if !key_type_matches(desired.key_type, &latest.key_type) {
+        return true;
+    }
+    // oct-HSM keys never reveal their size, so only RSA sizes are compared.
+    if desired.key_type.is_rsa() && size.is_some() && latest.key_size.is_some() && size != latest.key_size {
+        return true;
+    }
+    if let (Some(curve), Some(observed)) = (curve, &latest.curve)
+        && Curve::from_name(observed) != Some(curve)
+    {
+        return true;
+    }
+    if let (Some(exponent), Some(observed)) = (public_exponent, &latest.public_exponent) {
+        let observed_value = observed.iter().fold(0u64, |acc, b| acc.saturating_mul(256).saturating_add(u64::from(*b)));
+        if u64::try_from(exponent).ok() != Some(observed_value) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Key Vault reports the type it holds; a software key in a Premium vault stays `RSA`/`EC`.
+fn key_type_matches(desired: KeyType, observed: &str) -> bool {
+    desired.as_str().eq_ignore_ascii_case(observed)
+}
+
+/// The properties to correct on the latest version, and the names of the drifted ones.
+fn property_drift(input: &PlanInput<'_>, latest: &ObservedKey) -> (KeyProperties, Vec<&'static str>) {
+    let desired = input.desired;
+    let mut properties = KeyProperties::default();
+    let mut drift = Vec::new();
+
+    if latest.enabled != desired.enabled {
+        properties.enabled = Some(desired.enabled);
+        drift.push("enabled");
+    }
+    if let Some(ops) = &desired.key_ops {
+        let wanted: BTreeSet<String> = ops.iter().map(|op| op.as_str().to_owned()).collect();
+        if wanted != latest.key_ops {
+            properties.key_ops = Some(ops.clone());
+            drift.push("keyOps");
+        }
+    }
+    if let Some(nbf) = desired.not_before
+        && latest.not_before != Some(nbf)
+    {
+        properties.not_before = Some(nbf);
+        drift.push("notBefore");
+    }
+    if let Some(exp) = managed_expiry(desired, latest)
+        && latest.expires_on != Some(exp)
+    {
+        properties.expires_on = Some(exp);
+        drift.push("expiresOn");
+    }
+    let imported = latest.tags.get(IMPORTED_MATERIAL_TAG).map(String::as_str);
+    let tags = desired_tags(input, imported);
+    let observed_tags: BTreeMap<String, String> = latest
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_TAG_PREFIX) || tags.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if observed_tags != tags || latest.tags.len() != observed_tags.len() {
+        properties.tags = Some(tags);
+        drift.push("tags");
+    }
+    (properties, drift)
+}
+
+/// The expiry the latest version should have, when the operator manages it. With a rotation
+/// policy that sets expiresIn, Key Vault owns the expiry of the versions it makes, so the
+/// spec's expiry applies only when the operator creates a version.
+fn managed_expiry(desired: &DesiredKey, latest: &ObservedKey) -> Option<DateTime<Utc>> {
+    let policy_sets_expiry = desired.rotation_policy.as_ref().is_some_and(|p| p.expires_in.is_some());
+    if policy_sets_expiry {
+        return None;
+    }
+    match desired.expiry {
+        Expiry::None => None,
+        Expiry::At(at) => Some(at),
+        Expiry::AfterCreation(period) => latest.created.and_then(|created| period.after(created)),
+    }
+}
+
+/// Whether the vault's policy is the desired one. Periods compare by value (`P2W` = `P14D`),
+/// action names case-insensitively.
+pub fn policy_matches(desired: &DesiredRotationPolicy, observed: Option<&ObservedPolicy>) -> bool {
+    let Some(observed) = observed else { return false };
+    let observed_expiry = observed.expires_in.as_deref().map(Period::parse);
+    match (desired.expires_in, observed_expiry) {
+        (None, None) => {}
+        (Some(want), Some(Ok(have))) if want == have => {}
+        _ => return false,
+    }
+    let mut actions = Vec::new();
+    for action in &observed.actions {
+        let kind = if action.action.eq_ignore_ascii_case("rotate") {
+            LifetimeActionType::Rotate
+        } else if action.action.eq_ignore_ascii_case("notify") {
+            LifetimeActionType::Notify
+        } else {
+            return false;
+        };
+        let trigger = match (&action.time_after_create, &action.time_before_expiry) {
+            (Some(after), None) => match Period::parse(after) {
+                Ok(p) => Trigger::AfterCreate(p.into()),
+                Err(_) => return false,
+            },
+            (None, Some(before)) => match Period::parse(before) {
+                Ok(p) => Trigger::BeforeExpiry(p.into()),
+                Err(_) => return false,
+            },
+            _ => return false,
+        };
+        actions.push(DesiredLifetimeAction { action: kind, trigger });
+    }
+    actions.sort();
+    actions == desired.actions
+}
+
+fn rotation_step(desired: &DesiredKey, latest: &ObservedKey, remembered: &Remembered) -> Option<Step> {
+    let token = desired.rotate_token.as_ref()?;
+    if remembered.observed_rotate_token.as_ref() == Some(token) {
+        return None;
+    }
+    if remembered.observed_rotate_token.is_none() {
+        // First sight of a token (new VaultKey, adopted key): not a rotation request.
+        return Some(Step::AdoptRotateToken { token: token.clone() });
+    }
+    if let Some(pending) = &remembered.pending_rotation
+        && pending.token == *token
+        && pending.from_version != latest.version
+    {
+        // The rotation went through before the operator could record it.
+        return Some(Step::RecordRotation { token: token.clone() });
+    }
+    Some(Step::Rotate { token: token.clone(), from_version: latest.version.clone() })
+}
+
+/// When Key Vault will next rotate the key on its own, from the policy and the latest version.
+pub fn next_rotation_time(policy: &ObservedPolicy, latest: &ObservedKey) -> Option<DateTime<Utc>> {
+    let rotate = policy.actions.iter().find(|a| a.action.eq_ignore_ascii_case("rotate"))?;
+    if let Some(after) = &rotate.time_after_create {
+        return Period::parse(after).ok()?.after(latest.created?);
+    }
+    let before = Period::parse(rotate.time_before_expiry.as_deref()?).ok()?;
+    before.before(latest.expires_on?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! Logs and Prometheus metrics.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global tracing subscriber. `level` is an `EnvFilter` directive (e.g. `info`,
+/// `vaultkey_operator=debug`); `RUST_LOG` overrides it.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => registry.with(fmt::layer().json().with_current_span(true)).init(),
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).init(),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VaultRequestLabels {
+    pub operation: String,
+    /// HTTP status, or `timeout` / `transport` when there was none.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VaultLabels {
+    pub vault: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub reconciles: Family<OutcomeLabels, Counter>,
+    pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub vault_requests: Family<VaultRequestLabels, Counter>,
+    pub vault_request_duration: Family<OperationLabels, Histogram>,
+    pub vault_throttled: Family<VaultLabels, Counter>,
+    pub kube_writes: Family<KindLabels, Counter>,
+    pub managed_keys: Gauge,
+    pub rotations_observed: Family<KindLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.005, 2.0, 14)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vaultkey");
+        let reconciles = Family::<OutcomeLabels, Counter>::default();
+        registry.register("reconciles", "Reconciliations by outcome (ready, not_ready, error)", reconciles.clone());
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register("reconcile_errors", "Reconciliations that ended in an error, by condition reason", reconcile_errors.clone());
+        let reconcile_duration = Histogram::new(duration_buckets());
+        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
+        let vault_requests = Family::<VaultRequestLabels, Counter>::default();
+        registry.register("keyvault_requests", "Key Vault requests by operation and HTTP status", vault_requests.clone());
+        let vault_request_duration =
+            Family::<OperationLabels, Histogram>::new_with_constructor(|| Histogram::new(duration_buckets()));
+        registry.register("keyvault_request_duration_seconds", "Key Vault request latency by operation", vault_request_duration.clone());
+        let vault_throttled = Family::<VaultLabels, Counter>::default();
+        registry.register("keyvault_throttled", "Key Vault answers of 429 Too Many Requests, by vault", vault_throttled.clone());
+        let kube_writes = Family::<KindLabels, Counter>::default();
+        registry.register("kubernetes_writes", "Writes to the Kubernetes API by kind (status, finalizer, event)", kube_writes.clone());
+        let managed_keys = Gauge::default();
+        registry.register("managed_keys", "VaultKeys currently known to this operator", managed_keys.clone());
+        let rotations_observed = Family::<KindLabels, Counter>::default();
+        registry.register("rotations_observed", "New key versions seen, by kind (manual, automatic, import)", rotations_observed.clone());
+        Metrics {
+            registry: Mutex::new(registry),
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            vault_requests,
+            vault_request_duration,
+            vault_throttled,
+            kube_writes,
+            managed_keys,
+            rotations_observed,
+        }
+    }
+
+    pub fn vault_request(&self, operation: &str, status: &str, elapsed: Duration) {
+        self.vault_requests
+            .get_or_create(&VaultRequestLabels { operation: operation.to_owned(), status: status.to_owned() })
+            .inc();
+        self.vault_request_duration
+            .get_or_create(&OperationLabels { operation: operation.to_owned() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn kube_write(&self, kind: &str) {
+        self.kube_writes.get_or_create(&KindLabels { kind: kind.to_owned() }).inc();
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}

@@ -1,0 +1,484 @@
+//! Turns a `VaultKey` spec into the [`DesiredKey`] the plan works with, checking what the CRD
+//! schema cannot: duration arithmetic against Key Vault's rotation-policy minimums, timestamps,
+//! and anything a client that skipped the schema (an old CRD) could send. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{
+    Curve, DeletionPolicy, ImportSource, KeyOperation, KeyType, LifetimeActionType, ReleasePolicy,
+    VaultKey, VaultKeySpec, RESERVED_TAG_PREFIX,
+};
+use crate::period::Period;
+
+/// Key Vault's minimum expiry for a rotation policy.
+const MIN_POLICY_EXPIRY_DAYS: u64 = 28;
+/// Key Vault's minimum distance of a rotation from creation and from expiry.
+const MIN_ROTATION_MARGIN_DAYS: u64 = 7;
+/// Key Vault allows 15 tags; the operator keeps up to 3 of its own.
+const MAX_USER_TAGS: usize = 12;
+
+/// Why a spec cannot be acted on; the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field}: {message}")]
+pub struct InvalidSpec {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidSpec {
+    InvalidSpec { field, message: message.into() }
+}
+
+/// What the vault should hold, in the vault's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredKey {
+    pub vault_url: String,
+    pub key_name: String,
+    pub key_type: KeyType,
+    pub material: Material,
+    /// `None`: leave the operations as Key Vault chose them.
+    pub key_ops: Option<BTreeSet<KeyOperation>>,
+    pub enabled: bool,
+    pub expiry: Expiry,
+    pub not_before: Option<DateTime<Utc>>,
+    pub exportable: Option<bool>,
+    pub release_policy: Option<ReleasePolicy>,
+    pub tags: BTreeMap<String, String>,
+    pub rotation_policy: Option<DesiredRotationPolicy>,
+    pub rotate_token: Option<String>,
+    pub adopt: bool,
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Material {
+    /// Key Vault generates the key. Sizes and curves carry Key Vault's defaults filled in.
+    Generated { size: Option<i32>, curve: Option<Curve>, public_exponent: Option<i32> },
+    Imported(ImportSource),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    None,
+    At(DateTime<Utc>),
+    /// Counted from each version's creation.
+    AfterCreation(Period),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredRotationPolicy {
+    pub expires_in: Option<Period>,
+    pub actions: Vec<DesiredLifetimeAction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DesiredLifetimeAction {
+    pub action: LifetimeActionType,
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Trigger {
+    AfterCreate(PeriodKey),
+    BeforeExpiry(PeriodKey),
+}
+
+/// A [`Period`] with a total order, so actions compare as sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeriodKey {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+}
+
+impl From<Period> for PeriodKey {
+    fn from(p: Period) -> Self {
+        PeriodKey { years: p.years, months: p.months, days: p.days }
+    }
+}
+
+impl From<PeriodKey> for Period {
+    fn from(p: PeriodKey) -> Self {
+        Period { years: p.years, months: p.months, days: p.days }
+    }
+}
+
+pub fn validate(vk: &VaultKey) -> Result<DesiredKey, InvalidSpec> {
+    let key_name = vk.key_name().to_owned();
+    validate_spec(&vk.spec, key_name)
+}
+
+pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey, InvalidSpec> {
+    let vault_url = vault_url(&spec.vault_url)?;
+    if key_name.is_empty()
+        || key_name.len() > 127
+        || !key_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(invalid(
+            "keyName",
+            format!("{key_name:?} is not a valid Key Vault key name (1-127 letters, digits and dashes); set spec.keyName"),
+        ));
+    }
+
+    let material = match &spec.import {
+        Some(source) => {
+            if !(spec.key_type.is_rsa() || spec.key_type.is_ec()) {
+                return Err(invalid("import", "import supports RSA and EC material only"));
+            }
+            if spec.key_size.is_some() || spec.curve.is_some() || spec.public_exponent.is_some() {
+                return Err(invalid("import", "an imported key takes its size or curve from the material"));
+            }
+            if spec.rotate_token.is_some() {
+                return Err(invalid("rotateToken", "rotateToken cannot be combined with import"));
+            }
+            Material::Imported(source.clone())
+        }
+        None => generated_material(spec)?,
+    };
+
+    let key_ops = if spec.key_ops.is_empty() {
+        None
+    } else {
+        Some(spec.key_ops.iter().copied().collect())
+    };
+
+    let attrs = &spec.attributes;
+    let expiry = match (&attrs.expires_on, &attrs.expires_after) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("attributes", "set either expiresOn or expiresAfter, not both"));
+        }
+        (Some(at), None) => Expiry::At(timestamp("attributes.expiresOn", at)?),
+        (None, Some(after)) => Expiry::AfterCreation(
+            Period::parse(after).map_err(|e| invalid("attributes.expiresAfter", e.to_string()))?,
+        ),
+        (None, None) => Expiry::None,
+    };
+    let not_before = attrs
+        .not_before
+        .as_deref()
+        .map(|t| timestamp("attributes.notBefore", t))
+        .transpose()?;
+    if let (Expiry::At(exp), Some(nbf)) = (expiry, not_before)
+        && nbf >= exp
+    {
+        return Err(invalid("attributes.notBefore", "notBefore must be earlier than expiresOn"));
+    }
+
+    if spec.tags.len() > MAX_USER_TAGS {
+        return Err(invalid("tags", format!("at most {MAX_USER_TAGS} tags (Key Vault allows 15, the operator uses 3)")));
+    }
+    if let Some(reserved) = spec.tags.keys().find(|k| k.starts_with(RESERVED_TAG_PREFIX)) {
+        return Err(invalid("tags", format!("tag {reserved:?} is under the reserved prefix {RESERVED_TAG_PREFIX}")));
+    }
+
+    let rotation_policy = spec.rotation_policy.as_ref().map(rotation_policy).transpose()?;
+
+    Ok(DesiredKey {
+        vault_url,
+        key_name,
+        key_type: spec.key_type,
+        material,
+        key_ops,
+        enabled: attrs.enabled,
+        expiry,
+        not_before,
+        exportable: attrs.exportable,
+        release_policy: spec.release_policy.clone(),
+        tags: spec.tags.clone(),
+        rotation_policy,
+        rotate_token: spec.rotate_token.clone(),
+        adopt: spec.adopt,
+        deletion_policy: spec.deletion_policy,
+    })
+}
+
+/// Normalises the vault URL to `https://host[:port]` (no trailing slash) so one vault has one
+/// client and one request budget however it is spelled.
+pub fn vault_url(raw: &str) -> Result<String, InvalidSpec> {
+    let parsed = url::Url::parse(raw)
+        .map_err(|_| invalid("vaultUrl", format!("{raw:?} is not a URL; expected https://<vault>.vault.azure.net")))?;
+    if parsed.scheme() != "https" {
+        return Err(invalid("vaultUrl", "Key Vault is reached over https only"));
+    }
+    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("vaultUrl", "the vault URL takes no path, query or fragment"));
+    }
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| invalid("vaultUrl", "the vault URL has no host"))?
+        .to_ascii_lowercase();
+    Ok(match parsed.port() {
+        Some(port) => format!("https://{host}:{port}"),
+        None => format!("https://{host}"),
+    })
+}
+
+fn generated_material(spec: &VaultKeySpec) -> Result<Material, InvalidSpec> {
+    let kt = spec.key_type;
+    if spec.curve.is_some() && !kt.is_ec() {
+        return Err(invalid("curve", "curve applies only to EC and EC-HSM keys"));
+    }
+    if spec.public_exponent.is_some() && !kt.is_rsa() {
+        return Err(invalid("publicExponent", "publicExponent applies only to RSA keys"));
+    }
+    let size = match (kt, spec.key_size) {
+        (KeyType::Ec | KeyType::EcHsm, Some(_)) => {
+            return Err(invalid("keySize", "keySize applies only to RSA and oct-HSM keys; EC keys take a curve"));
+        }
+        (KeyType::Ec | KeyType::EcHsm, None) => None,
+        (KeyType::OctHsm, size) => {
+            let size = size.unwrap_or(256);
+            if ![128, 192, 256].contains(&size) {
+                return Err(invalid("keySize", "oct-HSM keySize must be 128, 192 or 256"));
+            }
+            Some(size)
+        }
+        (KeyType::Rsa | KeyType::RsaHsm, size) => {
+            let size = size.unwrap_or(2048);
+            if ![2048, 3072, 4096].contains(&size) {
+                return Err(invalid("keySize", "RSA keySize must be 2048, 3072 or 4096"));
+            }
+            Some(size)
+        }
+    };
+    if let Some(e) = spec.public_exponent
+        && (e < 3 || e % 2 == 0)
+    {
+        return Err(invalid("publicExponent", "publicExponent must be an odd number of at least 3 (usually 65537)"));
+    }
+    let curve = kt.is_ec().then(|| spec.curve.unwrap_or(Curve::P256));
+    Ok(Material::Generated { size, curve, public_exponent: spec.public_exponent })
+}
+
+fn timestamp(field: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidSpec> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| invalid(field, format!("{text:?} is not an RFC 3339 timestamp (e.g. 2027-11-25T00:00:00Z)")))
+}
+
+fn rotation_policy(policy: &crate::api::RotationPolicy) -> Result<DesiredRotationPolicy, InvalidSpec> {
+    let expires_in = policy
+        .expires_in
+        .as_deref()
+        .map(|p| Period::parse(p).map_err(|e| invalid("rotationPolicy.expiresIn", e.to_string())))
+        .transpose()?;
+    if let Some(exp) = expires_in
+        && exp.approx_days() < MIN_POLICY_EXPIRY_DAYS
+    {
+        return Err(invalid(
+            "rotationPolicy.expiresIn",
+            format!("{exp} is shorter than Key Vault's minimum of {MIN_POLICY_EXPIRY_DAYS} days"),
+        ));
+    }
+    let mut actions = Vec::new();
+    for action in &policy.lifetime_actions {
+        let field = "rotationPolicy.lifetimeActions";
+        let trigger = match (&action.time_after_create, &action.time_before_expiry) {
+            (Some(after), None) => {
+                let after = Period::parse(after).map_err(|e| invalid(field, format!("timeAfterCreate: {e}")))?;
+                if action.action == LifetimeActionType::Notify {
+                    return Err(invalid(field, "a Notify action takes timeBeforeExpiry, not timeAfterCreate"));
+                }
+                if after.approx_days() < MIN_ROTATION_MARGIN_DAYS {
+                    return Err(invalid(
+                        field,
+                        format!("timeAfterCreate {after} is shorter than Key Vault's minimum of {MIN_ROTATION_MARGIN_DAYS} days"),
+                    ));
+                }
+                if let Some(exp) = expires_in
+                    && after.approx_days() + MIN_ROTATION_MARGIN_DAYS > exp.approx_days()
+                {
+                    return Err(invalid(
+                        field,
+                        format!("timeAfterCreate {after} must be at least {MIN_ROTATION_MARGIN_DAYS} days before expiresIn {exp}"),
+                    ));
+                }
+                Trigger::AfterCreate(after.into())
+            }
+            (None, Some(before)) => {
+                let before = Period::parse(before).map_err(|e| invalid(field, format!("timeBeforeExpiry: {e}")))?;
+                let Some(exp) = expires_in else {
+                    return Err(invalid(field, "timeBeforeExpiry needs rotationPolicy.expiresIn"));
+                };
+                if before.approx_days() < MIN_ROTATION_MARGIN_DAYS {
+                    return Err(invalid(
+                        field,
+                        format!("timeBeforeExpiry {before} is shorter than Key Vault's minimum of {MIN_ROTATION_MARGIN_DAYS} days"),
+                    ));
+                }
+                if before.approx_days() >= exp.approx_days() {
+                    return Err(invalid(field, format!("timeBeforeExpiry {before} must be shorter than expiresIn {exp}")));
+                }
+                Trigger::BeforeExpiry(before.into())
+            }
+            _ => return Err(invalid(field, "set exactly one of timeAfterCreate and timeBeforeExpiry")),
+        };
+        actions.push(DesiredLifetimeAction { action: action.action, trigger });
+    }
+    for kind in [LifetimeActionType::Rotate, LifetimeActionType::Notify] {
+        if actions.iter().filter(|a| a.action == kind).count() > 1 {
+            return Err(invalid("rotationPolicy.lifetimeActions", format!("at most one {kind:?} action")));
+        }
+    }
+    actions.sort();
+    Ok(DesiredRotationPolicy { expires_in, actions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> VaultKeySpec {
+        serde_norway::from_str(yaml).expect("test spec parses")
+    }
+
+    fn check(yaml: &str) -> Result<DesiredKey, InvalidSpec> {
+        validate_spec(&spec(yaml), "my-key".into())
+    }
+
+    const HOW_TO: &str = r#"
+vaultUrl: https://My-Vault.vault.azure.net/
+keyType: RSA
+keySize: 2048
+keyOps: [encrypt, decrypt]
+attributes:
+  expiresAfter: P1Y
+tags:
+  project: test-project
+rotationPolicy:
+  expiresIn: P90D
+  lifetimeActions:
+    - action: Rotate
+      timeAfterCreate: P30D
+    - action: Notify
+      timeBeforeExpiry: P7D
+"#;
+
+    #[test]
+    fn how_to_spec_is_valid_and_normalised() {
+        let d = check(HOW_TO).unwrap();
+        assert_eq!(d.vault_url, "https://my-vault.vault.azure.net");
+        assert_eq!(d.material, Material::Generated { size: Some(2048), curve: None, public_exponent: None });
+        assert_eq!(d.key_ops, Some([KeyOperation::Encrypt, KeyOperation::Decrypt].into()));
+        assert_eq!(d.expiry, Expiry::AfterCreation(Period { years: 1, months: 0, days: 0 }));
+        let policy = d.rotation_policy.unwrap();
+        assert_eq!(policy.expires_in, Some(Period { years: 0, months: 0, days: 90 }));
+        assert_eq!(policy.actions.len(), 2);
+        assert!(policy.actions.contains(&DesiredLifetimeAction {
+            action: LifetimeActionType::Rotate,
+            trigger: Trigger::AfterCreate(Period { years: 0, months: 0, days: 30 }.into()),
+        }));
+        assert_eq!(d.deletion_policy, DeletionPolicy::Retain);
+        assert!(d.enabled);
+    }
+
+    #[test]
+    fn defaults_fill_in_sizes_and_curves() {
+        let d = check("vaultUrl: https://v.vault.azure.net\nkeyType: EC").unwrap();
+        assert_eq!(d.material, Material::Generated { size: None, curve: Some(Curve::P256), public_exponent: None });
+        let d = check("vaultUrl: https://v.vault.azure.net\nkeyType: oct-HSM").unwrap();
+        assert_eq!(d.material, Material::Generated { size: Some(256), curve: None, public_exponent: None });
+        let d = check("vaultUrl: https://v.vault.azure.net:8443\nkeyType: RSA-HSM").unwrap();
+        assert_eq!(d.vault_url, "https://v.vault.azure.net:8443");
+        assert_eq!(d.key_ops, None);
+    }
+
+    #[test]
+    fn rejects_what_key_vault_would_refuse() {
+        let cases: &[(&str, &str)] = &[
+            ("vaultUrl: http://v.vault.azure.net\nkeyType: RSA", "vaultUrl"),
+            ("vaultUrl: https://v.vault.azure.net/keys\nkeyType: RSA", "vaultUrl"),
+            ("vaultUrl: not a url\nkeyType: RSA", "vaultUrl"),
+            ("vaultUrl: https://v\nkeyType: EC\nkeySize: 2048", "keySize"),
+            ("vaultUrl: https://v\nkeyType: RSA\nkeySize: 1024", "keySize"),
+            ("vaultUrl: https://v\nkeyType: oct-HSM\nkeySize: 2048", "keySize"),
+            ("vaultUrl: https://v\nkeyType: RSA\ncurve: P-256", "curve"),
+            ("vaultUrl: https://v\nkeyType: RSA\npublicExponent: 4", "publicExponent"),
+            ("vaultUrl: https://v\nkeyType: EC\npublicExponent: 3", "publicExponent"),
+            ("vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresOn: tomorrow}", "attributes.expiresOn"),
+            ("vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresAfter: 1 year}", "attributes.expiresAfter"),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresOn: '2027-01-01T00:00:00Z', expiresAfter: P1Y}",
+                "attributes",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresOn: '2027-01-01T00:00:00Z', notBefore: '2028-01-01T00:00:00Z'}",
+                "attributes.notBefore",
+            ),
+            ("vaultUrl: https://v\nkeyType: RSA\ntags: {vaultkey.dev/owner: x}", "tags"),
+            ("vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P27D}", "rotationPolicy.expiresIn"),
+            ("vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: 90 days}", "rotationPolicy.expiresIn"),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P6D}]}",
+                "rotationPolicy.lifetimeActions",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P84D}]}",
+                "rotationPolicy.lifetimeActions",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeBeforeExpiry: P6D}]}",
+                "rotationPolicy.lifetimeActions",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {lifetimeActions: [{action: Rotate, timeBeforeExpiry: P30D}]}",
+                "rotationPolicy.lifetimeActions",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Notify, timeAfterCreate: P30D}]}",
+                "rotationPolicy.lifetimeActions",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P30D, timeBeforeExpiry: P30D}]}",
+                "rotationPolicy.lifetimeActions",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P30D}, {action: Rotate, timeAfterCreate: P40D}]}",
+                "rotationPolicy.lifetimeActions",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: oct-HSM\nimport: {secretRef: {name: s, key: k}}",
+                "import",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nkeySize: 2048\nimport: {secretRef: {name: s, key: k}}",
+                "import",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotateToken: a\nimport: {secretRef: {name: s, key: k}}",
+                "rotateToken",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let err = check(yaml).expect_err(yaml);
+            assert_eq!(err.field, *field, "{yaml}: {err}");
+            assert!(!err.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_key_names() {
+        let s = spec("vaultUrl: https://v\nkeyType: RSA");
+        for name in ["", "has.dot", "under_score", &"x".repeat(128)] {
+            assert_eq!(validate_spec(&s, name.to_string()).unwrap_err().field, "keyName");
+        }
+        assert!(validate_spec(&s, "ok-Name-1".into()).is_ok());
+    }
+
+    #[test]
+    fn import_spec_is_valid() {
+        let d = check("vaultUrl: https://v\nkeyType: RSA-HSM\nimport: {secretRef: {name: s, key: jwk}}").unwrap();
+        assert!(matches!(d.material, Material::Imported(ref src) if src.secret_ref.name == "s"));
+    }
+
+    #[test]
+    fn a_month_policy_uses_thirty_day_months() {
+        // P1M = 30 days >= 28: allowed; Rotate at P23D is 7 days before that.
+        let ok = "vaultUrl: https://v\nkeyType: EC\nrotationPolicy: {expiresIn: P1M, lifetimeActions: [{action: Rotate, timeAfterCreate: P23D}]}";
+        assert!(check(ok).is_ok());
+        let bad = "vaultUrl: https://v\nkeyType: EC\nrotationPolicy: {expiresIn: P1M, lifetimeActions: [{action: Rotate, timeAfterCreate: P24D}]}";
+        assert!(check(bad).is_err());
+    }
+}
