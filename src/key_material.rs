@@ -14,8 +14,8 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use p256::elliptic_curve::subtle::ConstantTimeEq;
 use rsa::pkcs8::ObjectIdentifier;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
@@ -203,7 +203,10 @@ impl KeyMaterial {
                 max: MAX_INPUT_LEN,
             });
         }
-        let input = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes).trim_ascii();
+        let input = bytes
+            .strip_prefix(b"\xEF\xBB\xBF")
+            .unwrap_or(bytes)
+            .trim_ascii();
         if input.is_empty() {
             return Err(MaterialError::Empty);
         }
@@ -220,7 +223,10 @@ impl KeyMaterial {
             JwkKty::Rsa => {
                 let n = jwk.n.as_deref().unwrap_or_default();
                 let e = jwk.e.as_deref().unwrap_or_default();
-                (MaterialKind::Rsa { bits: bit_len(n) }, rsa_jwk_thumbprint(n, e))
+                (
+                    MaterialKind::Rsa { bits: bit_len(n) },
+                    rsa_jwk_thumbprint(n, e),
+                )
             }
             JwkKty::Ec => {
                 let curve = jwk.crv.ok_or(MaterialError::MissingCurve)?;
@@ -342,9 +348,7 @@ pub enum MaterialError {
         "unsupported elliptic curve; Key Vault supports P-256, P-256K (secp256k1), P-384 and P-521"
     )]
     UnsupportedCurve,
-    #[error(
-        "EC private key does not name its curve (explicit curve parameters are not supported)"
-    )]
+    #[error("EC private key does not name its curve (explicit curve parameters are not supported)")]
     MissingCurve,
     #[error("RSA key is {bits} bits; Key Vault requires at least 2048 bits")]
     RsaKeyTooSmall { bits: usize },
@@ -442,7 +446,9 @@ fn parse_jwk(input: &[u8]) -> Result<PrivateJwk, MaterialError> {
 
 fn rsa_from_jwk(raw: &RawJwk) -> Result<PrivateJwk, MaterialError> {
     if raw.oth.is_some() {
-        return Err(MaterialError::UnsupportedAlgorithm("multi-prime RSA (\"oth\")"));
+        return Err(MaterialError::UnsupportedAlgorithm(
+            "multi-prime RSA (\"oth\")",
+        ));
     }
     let d = decode_required(&raw.d, "d").map_err(|err| match err {
         MaterialError::MissingMember(_) => MaterialError::PublicOnly("a public JWK (no \"d\")"),
@@ -468,7 +474,10 @@ fn rsa_from_jwk(raw: &RawJwk) -> Result<PrivateJwk, MaterialError> {
 }
 
 fn ec_from_jwk(raw: &RawJwk) -> Result<PrivateJwk, MaterialError> {
-    let crv = raw.crv.as_ref().ok_or(MaterialError::MissingMember("crv"))?;
+    let crv = raw
+        .crv
+        .as_ref()
+        .ok_or(MaterialError::MissingMember("crv"))?;
     let curve = Curve::from_jwk_crv(&crv.0).ok_or(MaterialError::UnsupportedCurve)?;
     let d = decode_required(&raw.d, "d").map_err(|err| match err {
         MaterialError::MissingMember(_) => MaterialError::PublicOnly("a public JWK (no \"d\")"),
@@ -508,12 +517,13 @@ fn decode_optional(
         '_' => '/',
         other => other,
     }));
-    let decoded = B64_LENIENT
-        .decode(normalized.as_bytes())
-        .map_err(|_| MaterialError::InvalidMember {
-            member: name,
-            problem: "is not valid base64url",
-        })?;
+    let decoded =
+        B64_LENIENT
+            .decode(normalized.as_bytes())
+            .map_err(|_| MaterialError::InvalidMember {
+                member: name,
+                problem: "is not valid base64url",
+            })?;
     Ok(Some(Zeroizing::new(decoded)))
 }
 
@@ -538,12 +548,18 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock<'_>>, MaterialError> {
         let after_begin = &rest[start + PEM_BEGIN.len()..];
         let label_len = after_begin
             .find(PEM_DASHES)
-            .ok_or(MaterialError::InvalidPem("a BEGIN line is not closed by dashes"))?;
+            .ok_or(MaterialError::InvalidPem(
+                "a BEGIN line is not closed by dashes",
+            ))?;
         let label = &after_begin[..label_len];
         if label.is_empty()
-            || !label.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ')
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ')
         {
-            return Err(MaterialError::InvalidPem("a BEGIN line has a malformed label"));
+            return Err(MaterialError::InvalidPem(
+                "a BEGIN line has a malformed label",
+            ));
         }
         let body = &after_begin[label_len + PEM_DASHES.len()..];
         let end = body.find(PEM_END).ok_or(MaterialError::InvalidPem(
@@ -556,9 +572,9 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock<'_>>, MaterialError> {
             ));
         }
         let after_end = &body[end + PEM_END.len()..];
-        let end_label_len = after_end
-            .find(PEM_DASHES)
-            .ok_or(MaterialError::InvalidPem("an END line is not closed by dashes"))?;
+        let end_label_len = after_end.find(PEM_DASHES).ok_or(MaterialError::InvalidPem(
+            "an END line is not closed by dashes",
+        ))?;
         if &after_end[..end_label_len] != label {
             return Err(MaterialError::InvalidPem(
                 "an END line does not match its BEGIN line",
@@ -692,7 +708,9 @@ fn parse_pkcs8(der: &[u8]) -> Result<PrivateJwk, MaterialError> {
         OID_ED25519 | OID_ED448 => Err(MaterialError::UnsupportedAlgorithm("EdDSA")),
         OID_X25519 | OID_X448 => Err(MaterialError::UnsupportedAlgorithm("X25519/X448")),
         OID_DSA => Err(MaterialError::UnsupportedAlgorithm("DSA")),
-        _ => Err(MaterialError::UnsupportedAlgorithm("unknown algorithm identifier")),
+        _ => Err(MaterialError::UnsupportedAlgorithm(
+            "unknown algorithm identifier",
+        )),
     }
 }
 
@@ -834,7 +852,9 @@ fn rsa_material(parts: RsaParts<'_>) -> Result<PrivateJwk, MaterialError> {
     }
     let computed_dp = key.dp().map(|v| Zeroizing::new(v.to_bytes_be()));
     let computed_dq = key.dq().map(|v| Zeroizing::new(v.to_bytes_be()));
-    let computed_qi = key.crt_coefficient().map(|v| Zeroizing::new(v.to_bytes_be()));
+    let computed_qi = key
+        .crt_coefficient()
+        .map(|v| Zeroizing::new(v.to_bytes_be()));
     let (Some(dp), Some(dq), Some(qi)) = (computed_dp, computed_dq, computed_qi) else {
         return Err(MaterialError::InconsistentRsa(
             "the CRT parameters cannot be computed from p and q",
@@ -893,7 +913,10 @@ fn rsa_inconsistency(err: &rsa::Error) -> MaterialError {
 /// The public point a key format carried, to be checked against `d·G`.
 enum PublicPoint<'a> {
     Absent,
-    Affine { x: &'a [u8], y: &'a [u8] },
+    Affine {
+        x: &'a [u8],
+        y: &'a [u8],
+    },
     /// SEC1 encoding: 0x04 || x || y, or 0x02/0x03 || x.
     Sec1(&'a [u8]),
 }
@@ -1226,7 +1249,9 @@ fn left_pad_secret(bytes: Zeroizing<Vec<u8>>, len: usize) -> Zeroizing<Vec<u8>> 
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 #[cfg(test)]
@@ -1394,7 +1419,9 @@ mod tests {
     }
 
     fn unb64url(text: &str) -> Vec<u8> {
-        URL_SAFE_NO_PAD.decode(text).expect("fixture members are base64url")
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .expect("fixture members are base64url")
     }
 
     fn json(text: &str) -> serde_json::Value {
@@ -1432,7 +1459,9 @@ mod tests {
             let mut strings = Vec::new();
             let mut raw = Vec::new();
             for name in PRIVATE_MEMBERS {
-                let Some(text) = jwk[name].as_str() else { continue };
+                let Some(text) = jwk[name].as_str() else {
+                    continue;
+                };
                 let bytes = unb64url(text);
                 strings.push(text.to_owned());
                 strings.push(STANDARD.encode(&bytes));
@@ -1479,7 +1508,9 @@ mod tests {
 
         fn assert_result_clean(&self, what: &str, result: &Result<KeyMaterial, MaterialError>) {
             match result {
-                Ok(material) => self.assert_absent(what, &format!("{material:?} {:?}", material.jwk())),
+                Ok(material) => {
+                    self.assert_absent(what, &format!("{material:?} {:?}", material.jwk()))
+                }
                 Err(err) => self.assert_absent(what, &format!("{err} {err:?}")),
             }
         }
@@ -1487,13 +1518,20 @@ mod tests {
 
     /// Deliberately corrupted variants of an accepted input.
     fn corruptions(text: &str) -> Vec<String> {
-        let mut out = vec![text[..text.len() / 2].to_owned(), text[..text.len() - 40].to_owned()];
+        let mut out = vec![
+            text[..text.len() / 2].to_owned(),
+            text[..text.len() - 40].to_owned(),
+        ];
         for fraction in [3, 4, 5, 7] {
             let at = text.len() * (fraction - 1) / fraction;
             let mut bytes = text.as_bytes().to_vec();
             for (i, b) in bytes[at..at + 6].iter_mut().enumerate() {
                 if b.is_ascii_alphanumeric() {
-                    *b = if *b == b'A' + i as u8 { b'B' + i as u8 } else { b'A' + i as u8 };
+                    *b = if *b == b'A' + i as u8 {
+                        b'B' + i as u8
+                    } else {
+                        b'A' + i as u8
+                    };
                 }
             }
             out.push(String::from_utf8(bytes).expect("ASCII"));
@@ -1528,7 +1566,10 @@ mod tests {
                 "{}",
                 case.name
             );
-            assert_eq!(material.fingerprint(), format!("sha256:{}", material.public_thumbprint()));
+            assert_eq!(
+                material.fingerprint(),
+                format!("sha256:{}", material.public_thumbprint())
+            );
             let jwk = material.jwk();
             match entry["kind"].as_str().unwrap() {
                 "rsa" => {
@@ -1536,8 +1577,18 @@ mod tests {
                     assert_eq!(material.kind(), MaterialKind::Rsa { bits }, "{}", case.name);
                     assert_eq!(jwk.kty, JwkKty::Rsa);
                     assert_eq!(jwk.crv, None);
-                    assert_eq!(jwk.n.as_deref().unwrap(), member(&truth, "n"), "{}", case.name);
-                    assert_eq!(jwk.e.as_deref().unwrap(), member(&truth, "e"), "{}", case.name);
+                    assert_eq!(
+                        jwk.n.as_deref().unwrap(),
+                        member(&truth, "n"),
+                        "{}",
+                        case.name
+                    );
+                    assert_eq!(
+                        jwk.e.as_deref().unwrap(),
+                        member(&truth, "e"),
+                        "{}",
+                        case.name
+                    );
                     let n_len = jwk.n.as_ref().unwrap().len();
                     assert_eq!(jwk.d.as_ref().unwrap().len(), n_len);
                     for (name, value) in [
@@ -1549,7 +1600,12 @@ mod tests {
                         ("qi", &jwk.qi),
                     ] {
                         let value = value.as_ref().unwrap();
-                        assert_eq!(uint_bytes(value), member(&truth, name), "{} {name}", case.name);
+                        assert_eq!(
+                            uint_bytes(value),
+                            member(&truth, name),
+                            "{} {name}",
+                            case.name
+                        );
                         if name != "d" {
                             assert_eq!(value.len(), n_len / 2, "{} {name}", case.name);
                         }
@@ -1587,7 +1643,11 @@ mod tests {
                 errors += usize::from(result.is_err());
                 secrets.assert_result_clean(case.name, &result);
             }
-            assert!(errors >= 5, "{}: only {errors} corruptions were rejected", case.name);
+            assert!(
+                errors >= 5,
+                "{}: only {errors} corruptions were rejected",
+                case.name
+            );
         }
     }
 
@@ -1601,12 +1661,19 @@ mod tests {
         assert_eq!(n[..8], [0xb1, 0x9f, 0x86, 0x28, 0x64, 0xfd, 0x89, 0xc8]);
         assert_eq!(jwk.e.as_deref().unwrap(), [1, 0, 1]);
         // Computed with python3 hashlib over {"e","kty","n"} of the sample.
-        assert_eq!(material.public_thumbprint(), "aOP4f1f3L_JdfFj9fl_TZPakndXBeMlfC20Uxbp_MsI");
+        assert_eq!(
+            material.public_thumbprint(),
+            "aOP4f1f3L_JdfFj9fl_TZPakndXBeMlfC20Uxbp_MsI"
+        );
         let truth = json(AZURE_DOC_JWK);
         for name in PRIVATE_MEMBERS {
             let value = [&jwk.d, &jwk.p, &jwk.q, &jwk.dp, &jwk.dq, &jwk.qi]
                 [PRIVATE_MEMBERS.iter().position(|m| *m == name).unwrap()];
-            assert_eq!(value.as_deref().unwrap().as_slice(), member(&truth, name), "{name}");
+            assert_eq!(
+                value.as_deref().unwrap().as_slice(),
+                member(&truth, name),
+                "{name}"
+            );
         }
         let key = RsaPrivateKey::from_components(
             BigUint::from_bytes_be(n),
@@ -1643,7 +1710,10 @@ mod tests {
         assert!(text.contains('+') || text.contains('/'));
         assert!(text.contains('='));
         let material = parse_ok(&text);
-        assert_eq!(material.public_thumbprint(), parse_ok(AZURE_DOC_JWK).public_thumbprint());
+        assert_eq!(
+            material.public_thumbprint(),
+            parse_ok(AZURE_DOC_JWK).public_thumbprint()
+        );
     }
 
     #[test]
@@ -1654,13 +1724,17 @@ mod tests {
                  D08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-k\
                  EgU8awapJzKnqDKgw";
         let expected = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
-        assert_eq!(rsa_jwk_thumbprint(&unb64url(n), &unb64url("AQAB")), expected);
+        assert_eq!(
+            rsa_jwk_thumbprint(&unb64url(n), &unb64url("AQAB")),
+            expected
+        );
         // Leading zero bytes do not change the thumbprint.
         let mut padded = vec![0, 0];
         padded.extend(unb64url(n));
         assert_eq!(rsa_jwk_thumbprint(&padded, &[0, 1, 0, 1]), expected);
         // The RFC's key is public, so it is refused as key material.
-        let public = format!(r#"{{"kty":"RSA","n":"{n}","e":"AQAB","alg":"RS256","kid":"2011-04-29"}}"#);
+        let public =
+            format!(r#"{{"kty":"RSA","n":"{n}","e":"AQAB","alg":"RS256","kid":"2011-04-29"}}"#);
         assert!(matches!(parse_err(public), MaterialError::PublicOnly(_)));
     }
 
@@ -1669,7 +1743,10 @@ mod tests {
         let truth = json(EC_P521_JWK);
         let (x, y) = (member(&truth, "x"), member(&truth, "y"));
         let expected = ec_jwk_thumbprint(Curve::P521, &x, &y);
-        assert_eq!(ec_jwk_thumbprint(Curve::P521, uint_bytes(&x), uint_bytes(&y)), expected);
+        assert_eq!(
+            ec_jwk_thumbprint(Curve::P521, uint_bytes(&x), uint_bytes(&y)),
+            expected
+        );
         assert_eq!(expected, parse_ok(EC_P521_JWK).public_thumbprint());
     }
 
@@ -1689,7 +1766,10 @@ mod tests {
         assert_eq!(Curve::from_jwk_crv("secp256k1"), Some(Curve::P256K));
         assert_eq!(Curve::from_jwk_crv("P-192"), None);
         assert_eq!(MaterialKind::Rsa { bits: 2048 }.to_string(), "RSA 2048");
-        assert_eq!(MaterialKind::Ec { curve: Curve::P384 }.to_string(), "EC P-384");
+        assert_eq!(
+            MaterialKind::Ec { curve: Curve::P384 }.to_string(),
+            "EC P-384"
+        );
     }
 
     #[test]
@@ -1738,7 +1818,10 @@ mod tests {
         }
         let recovered = parse_ok(&bare.to_string());
         let pair = |m: &KeyMaterial| {
-            let mut pair = [m.jwk().p.as_ref().unwrap().to_vec(), m.jwk().q.as_ref().unwrap().to_vec()];
+            let mut pair = [
+                m.jwk().p.as_ref().unwrap().to_vec(),
+                m.jwk().q.as_ref().unwrap().to_vec(),
+            ];
             pair.sort();
             pair
         };
@@ -1756,7 +1839,10 @@ mod tests {
         }
         let err = parse_err(bare.to_string());
         assert_eq!(err, MaterialError::MissingCrtParameters);
-        assert_eq!(err.to_string(), "RSA JWK must include the CRT parameters p, q, dp, dq, qi");
+        assert_eq!(
+            err.to_string(),
+            "RSA JWK must include the CRT parameters p, q, dp, dq, qi"
+        );
         let mut secrets = Secrets::of(RSA2048_E3_JWK, RSA2048_E3_JWK);
         secrets.add_material(&parse_ok(RSA2048_E3_JWK));
         secrets.assert_absent("missing CRT error", &format!("{err} {err:?}"));
@@ -1792,18 +1878,33 @@ mod tests {
         for name in ["d", "p", "q", "dp", "dq", "qi", "n"] {
             let err = jwk_with(RSA2048_JWK, name, Some(&tweaked(RSA2048_JWK, name)));
             assert!(
-                matches!(err, MaterialError::InconsistentRsa(_) | MaterialError::RsaKeyTooSmall { .. }),
+                matches!(
+                    err,
+                    MaterialError::InconsistentRsa(_) | MaterialError::RsaKeyTooSmall { .. }
+                ),
                 "{name}: {err}"
             );
         }
         let swapped_e = jwk_with(RSA2048_JWK, "e", Some("AQAD"));
-        assert!(matches!(swapped_e, MaterialError::InconsistentRsa(_)), "{swapped_e}");
+        assert!(
+            matches!(swapped_e, MaterialError::InconsistentRsa(_)),
+            "{swapped_e}"
+        );
         let zero_d = jwk_with(RSA2048_JWK, "d", Some("AAAA"));
-        assert_eq!(zero_d, MaterialError::InvalidMember { member: "d", problem: "is zero" });
+        assert_eq!(
+            zero_d,
+            MaterialError::InvalidMember {
+                member: "d",
+                problem: "is zero"
+            }
+        );
         let mut long = vec![1u8; 300];
         long[0] = 0xff;
         let huge_d = jwk_with(RSA2048_JWK, "d", Some(&b64url(&long)));
-        assert!(matches!(huge_d, MaterialError::InvalidMember { member: "d", .. }), "{huge_d}");
+        assert!(
+            matches!(huge_d, MaterialError::InvalidMember { member: "d", .. }),
+            "{huge_d}"
+        );
     }
 
     #[test]
@@ -1814,33 +1915,81 @@ mod tests {
             oct.to_string(),
             "symmetric (oct) material is not supported for import; only RSA and EC private keys can be imported"
         );
-        assert_eq!(parse_err(r#"{"kty":"oct-HSM","k":"AAAA"}"#), MaterialError::Symmetric);
+        assert_eq!(
+            parse_err(r#"{"kty":"oct-HSM","k":"AAAA"}"#),
+            MaterialError::Symmetric
+        );
         assert_eq!(parse_err(r#"{"k":"AAAA"}"#), MaterialError::Symmetric);
-        assert_eq!(parse_err(r#"{"n":"AAAA"}"#), MaterialError::MissingMember("kty"));
-        assert!(matches!(parse_err(r#"{"kty":"OKP","crv":"Ed25519"}"#), MaterialError::InvalidJwk(_)));
+        assert_eq!(
+            parse_err(r#"{"n":"AAAA"}"#),
+            MaterialError::MissingMember("kty")
+        );
+        assert!(matches!(
+            parse_err(r#"{"kty":"OKP","crv":"Ed25519"}"#),
+            MaterialError::InvalidJwk(_)
+        ));
         assert!(matches!(
             parse_err(format!(r#"{{"keys":[{}]}}"#, RSA2048_JWK)),
             MaterialError::InvalidJwk(_)
         ));
-        assert!(matches!(jwk_with(RSA2048_JWK, "key_hsm", Some("AAAA")), MaterialError::UnsupportedFormat(_)));
-        assert!(matches!(jwk_with(RSA2048_JWK, "oth", Some("x")), MaterialError::UnsupportedAlgorithm(_)));
+        assert!(matches!(
+            jwk_with(RSA2048_JWK, "key_hsm", Some("AAAA")),
+            MaterialError::UnsupportedFormat(_)
+        ));
+        assert!(matches!(
+            jwk_with(RSA2048_JWK, "oth", Some("x")),
+            MaterialError::UnsupportedAlgorithm(_)
+        ));
         // Missing members.
-        assert!(matches!(jwk_with(RSA2048_JWK, "d", None), MaterialError::PublicOnly(_)));
-        assert!(matches!(jwk_with(EC_P256_JWK, "d", None), MaterialError::PublicOnly(_)));
-        assert_eq!(jwk_with(RSA2048_JWK, "n", None), MaterialError::MissingMember("n"));
-        assert_eq!(jwk_with(RSA2048_JWK, "e", None), MaterialError::MissingMember("e"));
-        assert_eq!(jwk_with(EC_P256_JWK, "crv", None), MaterialError::MissingMember("crv"));
-        assert_eq!(jwk_with(EC_P256_JWK, "x", None), MaterialError::MissingMember("x"));
-        assert_eq!(jwk_with(EC_P256_JWK, "y", None), MaterialError::MissingMember("y"));
+        assert!(matches!(
+            jwk_with(RSA2048_JWK, "d", None),
+            MaterialError::PublicOnly(_)
+        ));
+        assert!(matches!(
+            jwk_with(EC_P256_JWK, "d", None),
+            MaterialError::PublicOnly(_)
+        ));
+        assert_eq!(
+            jwk_with(RSA2048_JWK, "n", None),
+            MaterialError::MissingMember("n")
+        );
+        assert_eq!(
+            jwk_with(RSA2048_JWK, "e", None),
+            MaterialError::MissingMember("e")
+        );
+        assert_eq!(
+            jwk_with(EC_P256_JWK, "crv", None),
+            MaterialError::MissingMember("crv")
+        );
+        assert_eq!(
+            jwk_with(EC_P256_JWK, "x", None),
+            MaterialError::MissingMember("x")
+        );
+        assert_eq!(
+            jwk_with(EC_P256_JWK, "y", None),
+            MaterialError::MissingMember("y")
+        );
         // Bad base64 in private members; the message names the member, not the text.
         for (base, name) in [(RSA2048_JWK, "d"), (RSA2048_JWK, "q"), (EC_P256_JWK, "d")] {
             let mut bad = json(base)[name].as_str().unwrap().to_owned();
             bad.insert_str(10, "!*");
             let err = jwk_with(base, name, Some(&bad));
-            assert!(matches!(err, MaterialError::InvalidMember { problem: "is not valid base64url", .. }), "{err}");
+            assert!(
+                matches!(
+                    err,
+                    MaterialError::InvalidMember {
+                        problem: "is not valid base64url",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
             assert!(!err.to_string().contains("!*"));
         }
-        assert!(matches!(jwk_with(EC_P256_JWK, "x", Some("")), MaterialError::InvalidMember { member: "x", .. }));
+        assert!(matches!(
+            jwk_with(EC_P256_JWK, "x", Some("")),
+            MaterialError::InvalidMember { member: "x", .. }
+        ));
         // Wrong JSON types and broken JSON.
         let typed = parse_err(r#"{"kty":"RSA","n":12345678901234567890}"#);
         assert!(matches!(typed, MaterialError::InvalidJwk(_)), "{typed}");
@@ -1848,9 +1997,15 @@ mod tests {
         let dup = parse_err(r#"{"kty":"EC","d":"secretvalue1","d":"secretvalue2"}"#);
         assert!(!dup.to_string().contains("secretva"), "{dup}");
         let broken = parse_err(&RSA2048_JWK[..RSA2048_JWK.len() - 20]);
-        assert!(matches!(broken, MaterialError::InvalidJson { .. }), "{broken}");
+        assert!(
+            matches!(broken, MaterialError::InvalidJson { .. }),
+            "{broken}"
+        );
         let syntax = parse_err(r#"{"kty":"RSA","d":"topsecretmaterial" "n":"x"}"#);
-        assert!(matches!(syntax, MaterialError::InvalidJson { line: 1, .. }), "{syntax}");
+        assert!(
+            matches!(syntax, MaterialError::InvalidJson { line: 1, .. }),
+            "{syntax}"
+        );
         assert!(!syntax.to_string().contains("topsecre"));
         // HSM key types import as their plain counterparts.
         let mut hsm = json(EC_P256_JWK);
@@ -1884,23 +2039,49 @@ mod tests {
         let x = swapped["x"].clone();
         swapped["x"] = swapped["y"].clone();
         swapped["y"] = x;
-        assert!(matches!(parse_err(swapped.to_string()), MaterialError::InconsistentEc(_)));
+        assert!(matches!(
+            parse_err(swapped.to_string()),
+            MaterialError::InconsistentEc(_)
+        ));
         // d = 0, d = n (P-256 order), and a d longer than the curve allows.
         let zero = b64url(&[0; 32]);
-        assert!(matches!(jwk_with(EC_P256_JWK, "d", Some(&zero)), MaterialError::InconsistentEc(_)));
+        assert!(matches!(
+            jwk_with(EC_P256_JWK, "d", Some(&zero)),
+            MaterialError::InconsistentEc(_)
+        ));
         let mut order = ec::order_minus_one(Curve::P256);
         order[31] += 1;
-        assert!(matches!(jwk_with(EC_P256_JWK, "d", Some(&b64url(&order))), MaterialError::InconsistentEc(_)));
+        assert!(matches!(
+            jwk_with(EC_P256_JWK, "d", Some(&b64url(&order))),
+            MaterialError::InconsistentEc(_)
+        ));
         let long = b64url(&[7; 33]);
-        assert!(matches!(jwk_with(EC_P256_JWK, "d", Some(&long)), MaterialError::InvalidMember { member: "d", .. }));
+        assert!(matches!(
+            jwk_with(EC_P256_JWK, "d", Some(&long)),
+            MaterialError::InvalidMember { member: "d", .. }
+        ));
         // Unknown and mismatched curves.
-        assert_eq!(jwk_with(EC_P256_JWK, "crv", Some("P-192")), MaterialError::UnsupportedCurve);
-        assert_eq!(jwk_with(EC_P256_JWK, "crv", Some("Ed25519")), MaterialError::UnsupportedCurve);
-        assert!(matches!(jwk_with(EC_P256_JWK, "crv", Some("P-256K")), MaterialError::InconsistentEc(_)));
+        assert_eq!(
+            jwk_with(EC_P256_JWK, "crv", Some("P-192")),
+            MaterialError::UnsupportedCurve
+        );
+        assert_eq!(
+            jwk_with(EC_P256_JWK, "crv", Some("Ed25519")),
+            MaterialError::UnsupportedCurve
+        );
+        assert!(matches!(
+            jwk_with(EC_P256_JWK, "crv", Some("P-256K")),
+            MaterialError::InconsistentEc(_)
+        ));
         // secp256k1 under its RFC 8812 name.
         let mut k = json(EC_K256_JWK);
         k["crv"] = "secp256k1".into();
-        assert_eq!(parse_ok(&k.to_string()).kind(), MaterialKind::Ec { curve: Curve::P256K });
+        assert_eq!(
+            parse_ok(&k.to_string()).kind(),
+            MaterialKind::Ec {
+                curve: Curve::P256K
+            }
+        );
     }
 
     #[test]
@@ -1911,13 +2092,22 @@ mod tests {
             encrypted.to_string(),
             "encrypted private keys are not supported; store the key unencrypted in the Secret"
         );
-        assert_eq!(parse_err(fixture!("rsa2048_encrypted_legacy.pem")), MaterialError::Encrypted);
-        for public in [fixture!("rsa2048_public.pem"), fixture!("ec_p256_public.pem")] {
+        assert_eq!(
+            parse_err(fixture!("rsa2048_encrypted_legacy.pem")),
+            MaterialError::Encrypted
+        );
+        for public in [
+            fixture!("rsa2048_public.pem"),
+            fixture!("ec_p256_public.pem"),
+        ] {
             let err = parse_err(public);
             assert_eq!(err, MaterialError::PublicOnly("a public key"));
             assert!(err.to_string().contains("a private key is required"));
         }
-        assert_eq!(parse_err(fixture!("ec_p256_cert.pem")), MaterialError::PublicOnly("a certificate"));
+        assert_eq!(
+            parse_err(fixture!("ec_p256_cert.pem")),
+            MaterialError::PublicOnly("a certificate")
+        );
         let small = parse_err(fixture!("rsa1024_pkcs1.pem"));
         assert_eq!(small, MaterialError::RsaKeyTooSmall { bits: 1024 });
         assert!(small.to_string().contains("1024"));
@@ -1928,8 +2118,14 @@ mod tests {
         ] {
             assert_eq!(parse_err(unknown), MaterialError::UnsupportedCurve);
         }
-        assert!(matches!(parse_err(fixture!("ec_p256_explicit.pem")), MaterialError::InvalidDer(_)));
-        assert_eq!(parse_err(fixture!("ed25519_pkcs8.pem")), MaterialError::UnsupportedAlgorithm("EdDSA"));
+        assert!(matches!(
+            parse_err(fixture!("ec_p256_explicit.pem")),
+            MaterialError::InvalidDer(_)
+        ));
+        assert_eq!(
+            parse_err(fixture!("ed25519_pkcs8.pem")),
+            MaterialError::UnsupportedAlgorithm("EdDSA")
+        );
         // Truncated: END line missing, or a BEGIN line cut short.
         for cut in [RSA2048_PKCS8.len() / 2, RSA2048_PKCS8.len() - 10, 15] {
             let err = parse_err(&RSA2048_PKCS8[..cut]);
@@ -1941,8 +2137,12 @@ mod tests {
         assert!(matches!(parse_err(short), MaterialError::InvalidDer(_)));
         let bad_body = RSA2048_PKCS1.replacen('M', "*", 1);
         assert!(matches!(parse_err(bad_body), MaterialError::InvalidPem(_)));
-        let mismatched = RSA2048_PKCS1.replace("-----END RSA PRIVATE KEY-----", "-----END PRIVATE KEY-----");
-        assert!(matches!(parse_err(mismatched), MaterialError::InvalidPem(_)));
+        let mismatched =
+            RSA2048_PKCS1.replace("-----END RSA PRIVATE KEY-----", "-----END PRIVATE KEY-----");
+        assert!(matches!(
+            parse_err(mismatched),
+            MaterialError::InvalidPem(_)
+        ));
         let empty = parse_err("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n");
         assert!(matches!(empty, MaterialError::InvalidPem(_)));
         let two = format!("{RSA2048_PKCS8}{EC_P256_PKCS8}");
@@ -1953,8 +2153,12 @@ mod tests {
         let relabeled = EC_P256_PKCS8.replace("PRIVATE KEY", "EC PRIVATE KEY");
         assert!(matches!(parse_err(relabeled), MaterialError::InvalidDer(_)));
         let ssh = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
-        assert!(matches!(parse_err(ssh), MaterialError::UnsupportedFormat(_)));
-        let dsa = "-----BEGIN DSA PRIVATE KEY-----\nMIIBuwIBAAKBgQ\n-----END DSA PRIVATE KEY-----\n";
+        assert!(matches!(
+            parse_err(ssh),
+            MaterialError::UnsupportedFormat(_)
+        ));
+        let dsa =
+            "-----BEGIN DSA PRIVATE KEY-----\nMIIBuwIBAAKBgQ\n-----END DSA PRIVATE KEY-----\n";
         assert_eq!(parse_err(dsa), MaterialError::UnsupportedAlgorithm("DSA"));
         let other = "-----BEGIN X509 CRL-----\nMIIBuwIBAAKBgQ\n-----END X509 CRL-----\n";
         assert!(matches!(parse_err(other), MaterialError::InvalidPem(_)));
@@ -1969,7 +2173,10 @@ mod tests {
             // Key bundled with its certificate, cert first.
             format!("{}{}", fixture!("ec_p256_cert.pem"), EC_P256_PKCS8),
             // Explanatory text around the block, CRLF line endings.
-            format!("Bag Attributes\r\n    localKeyID: 01\r\n{}", EC_P256_PKCS8.replace('\n', "\r\n")),
+            format!(
+                "Bag Attributes\r\n    localKeyID: 01\r\n{}",
+                EC_P256_PKCS8.replace('\n', "\r\n")
+            ),
             // Newlines lost (pasted into a single-line field).
             EC_P256_PKCS8.replace('\n', " "),
             // Literal \n escapes from a JSON/YAML string.
@@ -1989,7 +2196,10 @@ mod tests {
         let too_large = vec![b' '; MAX_INPUT_LEN + 1];
         assert_eq!(
             parse_err(&too_large),
-            MaterialError::TooLarge { len: MAX_INPUT_LEN + 1, max: MAX_INPUT_LEN }
+            MaterialError::TooLarge {
+                len: MAX_INPUT_LEN + 1,
+                max: MAX_INPUT_LEN
+            }
         );
         // Exactly at the limit is fine.
         let mut at_limit = EC_P256_JWK.as_bytes().to_vec();
@@ -1997,7 +2207,10 @@ mod tests {
         parse_ok(std::str::from_utf8(&at_limit).unwrap());
         // Binary garbage, raw DER, base64 without armor, arrays.
         let unrecognized = MaterialError::UnrecognizedFormat;
-        assert_eq!(parse_err([0x30, 0x82, 0x04, 0xa4, 0x02, 0x01, 0x00]), unrecognized);
+        assert_eq!(
+            parse_err([0x30, 0x82, 0x04, 0xa4, 0x02, 0x01, 0x00]),
+            unrecognized
+        );
         assert_eq!(parse_err([0xff, 0x00, 0xfe, 0x7f, 0x80]), unrecognized);
         assert_eq!(parse_err("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), unrecognized);
         assert_eq!(parse_err("[1,2,3]"), unrecognized);
@@ -2005,7 +2218,12 @@ mod tests {
         for format in ["JWK", "PKCS#8", "PKCS#1", "SEC1"] {
             assert!(message.contains(format), "{message}");
         }
-        let non_utf8 = [b"-----BEGIN PRIVATE KEY-----\n".as_slice(), &[0xff, 0xfe], b"\n"].concat();
+        let non_utf8 = [
+            b"-----BEGIN PRIVATE KEY-----\n".as_slice(),
+            &[0xff, 0xfe],
+            b"\n",
+        ]
+        .concat();
         assert!(matches!(parse_err(non_utf8), MaterialError::InvalidPem(_)));
     }
 

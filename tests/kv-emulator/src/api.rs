@@ -363,13 +363,14 @@ pub async fn handle(app: Arc<App>, vault: Arc<str>, req: Request<Incoming>) -> O
         },
     };
     let mut response = result.unwrap_or_else(|e| e.to_response());
-
+    add_service_headers(&mut response, client_request_id);
+    // Counted now: a client that gives up during a hold closes the connection,
+    // which drops this future.
+    finish(op, response.status().as_u16());
     if let Some(f) = fault.filter(|f| f.kind == FaultKind::TimeoutAfterCommit) {
         // The operation is done; make the client give up before it hears so.
         tokio::time::sleep(Duration::from_secs(f.hold_seconds)).await;
     }
-    add_service_headers(&mut response, client_request_id);
-    finish(op, response.status().as_u16());
     Outcome::Respond(response)
 }
 
