@@ -357,6 +357,7 @@ impl<'a> Session<'a> {
             uid: self.vk.uid().unwrap_or_default(),
         };
         let remembered = Remembered {
+            managed_before: self.vk.status.as_ref().is_some_and(|s| s.current_version.is_some()),
             observed_rotate_token: self.memory.observed_rotate_token.clone(),
             pending_rotation: self.memory.pending_rotation.clone(),
         };

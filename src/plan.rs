@@ -40,6 +40,8 @@ pub struct Observed {
 /// What status remembers between reconciles.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Remembered {
+    /// Status already showed a version of this key: the VaultKey has managed it before.
+    pub managed_before: bool,
     pub observed_rotate_token: Option<String>,
     pub pending_rotation: Option<PendingRotation>,
 }
@@ -346,8 +348,9 @@ fn rotation_step(desired: &DesiredKey, latest: &ObservedKey, remembered: &Rememb
     if remembered.observed_rotate_token.as_ref() == Some(token) {
         return None;
     }
-    if remembered.observed_rotate_token.is_none() {
-        // First sight of a token (new VaultKey, adopted key): not a rotation request.
+    if !remembered.managed_before {
+        // First sight of the key with a token (a new or re-created VaultKey, an adopted key):
+        // the token describes the key as it is, not a request to rotate it.
         return Some(Step::AdoptRotateToken { token: token.clone() });
     }
     if let Some(pending) = &remembered.pending_rotation

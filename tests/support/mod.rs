@@ -258,3 +258,26 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, Strin
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
 }
+
+/// `kubectl apply` of a manifest, as a user would; Err carries kubectl's stderr.
+pub async fn kubectl_apply(env: &Env, ns: &str, manifest: &str) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["apply", "-n", ns, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(manifest.as_bytes()).await.expect("manifest written");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("kubectl finishes");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
