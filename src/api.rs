@@ -47,6 +47,7 @@ pub const RESERVED_TAG_PREFIX: &str = "vaultkey.dev/";
     validation = Rule::new("!has(self.import) || self.keyType in ['RSA', 'RSA-HSM', 'EC', 'EC-HSM']").message("import supports RSA and EC material only"),
     validation = Rule::new("!has(self.import) || (!has(self.keySize) && !has(self.curve) && !has(self.publicExponent))").message("an imported key takes its size or curve from the material: remove keySize, curve and publicExponent"),
     validation = Rule::new("!has(self.import) || !has(self.rotateToken)").message("rotateToken makes Key Vault generate new material, which conflicts with import: change the Secret to import a new version instead"),
+    validation = Rule::new("!has(self.import) || !has(self.rotationPolicy) || self.rotationPolicy.lifetimeActions.all(a, a.action != 'Rotate')").message("an imported key cannot have a Rotate action: Key Vault would replace the imported material; use Notify, and change the Secret to import a new version"),
     validation = Rule::new("!has(self.keyName) || !has(oldSelf.keyName) || self.keyName == oldSelf.keyName").message("keyName is immutable"),
     validation = Rule::new("has(self.keyName) == has(oldSelf.keyName)").message("keyName cannot be added or removed after creation"),
 )]
@@ -198,7 +199,9 @@ impl Curve {
 }
 
 /// Operations a key can permit.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum KeyOperation {
     Encrypt,
@@ -345,7 +348,9 @@ pub struct LifetimeAction {
     pub time_before_expiry: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum LifetimeActionType {
     Rotate,
     Notify,

@@ -22,8 +22,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{DeletionPolicy, OWNER_TAG, PendingRotation, VaultKey, VaultKeyStatus};
 use crate::key_material::KeyMaterial;
-use crate::keyvault::{ImportKey, KeyVault, ObservedKey, VaultError, VaultErrorKind, VaultProvider};
-use crate::plan::{Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, plan};
+use crate::keyvault::{
+    ImportKey, KeyVault, ObservedKey, VaultError, VaultErrorKind, VaultProvider,
+};
+use crate::plan::{
+    Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, plan,
+};
 use crate::status::{self, Memory, Readiness, VaultFacts};
 use crate::telemetry::{KindLabels, Metrics, OutcomeLabels, ReasonLabels};
 use crate::validate::{DesiredKey, InvalidSpec, Material, validate};
@@ -57,8 +61,16 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, vaults: Arc<dyn VaultProvider>, metrics: Arc<Metrics>, settings: Settings) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.reporter.clone()) };
+    pub fn new(
+        client: Client,
+        vaults: Arc<dyn VaultProvider>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(settings.reporter.clone()),
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -78,7 +90,10 @@ impl Context {
     }
 
     fn reset_backoff(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 
@@ -109,7 +124,10 @@ impl Error {
 /// Why a reconcile could not finish; each maps to a condition reason and a wait.
 enum Failure {
     InvalidSpec(InvalidSpec),
-    ImportSecret { reason: &'static str, message: String },
+    ImportSecret {
+        reason: &'static str,
+        message: String,
+    },
     Blocked(Blocker),
     Vault(VaultError),
 }
@@ -173,10 +191,14 @@ impl Failure {
         match self {
             // Only a change of the spec (or the Secret, seen at the next resync) can help.
             Failure::InvalidSpec(_) => Action::await_change(),
-            Failure::ImportSecret { .. } | Failure::Blocked(_) => Action::requeue(ctx.settings.resync_interval),
+            Failure::ImportSecret { .. } | Failure::Blocked(_) => {
+                Action::requeue(ctx.settings.resync_interval)
+            }
             Failure::Vault(e) => match &e.kind {
                 VaultErrorKind::Throttled { retry_after } => Action::requeue(*retry_after),
-                VaultErrorKind::Forbidden | VaultErrorKind::DeletedButRecoverable | VaultErrorKind::Rejected => {
+                VaultErrorKind::Forbidden
+                | VaultErrorKind::DeletedButRecoverable
+                | VaultErrorKind::Rejected => {
                     Action::requeue(ctx.settings.resync_interval.max(Duration::from_secs(300)))
                 }
                 _ => Action::requeue(ctx.backoff(object_key)),
@@ -186,7 +208,10 @@ impl Failure {
 }
 
 /// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let api: Api<VaultKey> = match &ctx.settings.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
@@ -196,13 +221,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         watch = watch.labels(selector);
     }
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
-    let controller = Controller::new(api, watch).with_config(config).graceful_shutdown_on(shutdown);
+    let controller = Controller::new(api, watch)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown);
     let store = controller.store();
     let metrics = ctx.metrics.clone();
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
-            metrics.managed_keys.set(i64::try_from(store.state().len()).unwrap_or(i64::MAX));
+            metrics
+                .managed_keys
+                .set(i64::try_from(store.state().len()).unwrap_or(i64::MAX));
             if let Err(e) = result {
                 debug!(error = %e, "reconcile did not finish");
             }
@@ -221,7 +250,8 @@ pub async fn reconcile(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action, E
         let start = Instant::now();
         let ns = vk.namespace().ok_or(Error::NoNamespace)?;
         let api: Api<VaultKey> = Api::namespaced(ctx.client.clone(), &ns);
-        let adds_finalizer = vk.meta().deletion_timestamp.is_none() && !vk.finalizers().iter().any(|f| f == FINALIZER);
+        let adds_finalizer = vk.meta().deletion_timestamp.is_none()
+            && !vk.finalizers().iter().any(|f| f == FINALIZER);
         let result = finalizer(&api, FINALIZER, vk, |event| async {
             match event {
                 FinalizerEvent::Apply(vk) => apply(&vk, &ctx, &api).await,
@@ -233,7 +263,9 @@ pub async fn reconcile(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action, E
         if adds_finalizer {
             ctx.metrics.kube_write("finalizer");
         }
-        ctx.metrics.reconcile_duration.observe(start.elapsed().as_secs_f64());
+        ctx.metrics
+            .reconcile_duration
+            .observe(start.elapsed().as_secs_f64());
         result
     }
     .instrument(span)
@@ -242,10 +274,23 @@ pub async fn reconcile(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action, E
 
 pub fn error_policy(vk: Arc<VaultKey>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(vaultkey = %object_key(&vk), error = %error, "reconcile failed");
-    ctx.metrics.reconciles.get_or_create(&OutcomeLabels { outcome: "error".into() }).inc();
-    ctx.metrics.reconcile_errors.get_or_create(&ReasonLabels { reason: error.reason().into() }).inc();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&OutcomeLabels {
+            outcome: "error".into(),
+        })
+        .inc();
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ReasonLabels {
+            reason: error.reason().into(),
+        })
+        .inc();
     match error {
-        Error::Cleanup(VaultError { kind: VaultErrorKind::Throttled { retry_after }, .. }) => Action::requeue(*retry_after),
+        Error::Cleanup(VaultError {
+            kind: VaultErrorKind::Throttled { retry_after },
+            ..
+        }) => Action::requeue(*retry_after),
         _ => Action::requeue(ctx.backoff(&object_key(&vk))),
     }
 }
@@ -259,21 +304,41 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
         Ok(()) => {
             ctx.reset_backoff(&key);
             let message = match &session.latest {
-                Some(latest) => format!("key {} is at version {}", session.key_name, latest.version),
+                Some(latest) => {
+                    format!("key {} is at version {}", session.key_name, latest.version)
+                }
                 None => "the vault matches the spec".into(),
             };
-            (Readiness::ready(message), Action::requeue(jittered(ctx.settings.resync_interval, &key)))
+            (
+                Readiness::ready(message),
+                Action::requeue(jittered(ctx.settings.resync_interval, &key)),
+            )
         }
         Err(failure) => {
             let reason = failure.reason();
             let message = failure.message(&vk.spec.vault_url, &session.key_name);
-            ctx.metrics.reconcile_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
-            (Readiness::not_ready(reason, message), failure.wait(ctx, &key))
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ReasonLabels {
+                    reason: reason.into(),
+                })
+                .inc();
+            (
+                Readiness::not_ready(reason, message),
+                failure.wait(ctx, &key),
+            )
         }
     };
     ctx.metrics
         .reconciles
-        .get_or_create(&OutcomeLabels { outcome: if readiness.ready { "ready" } else { "not_ready" }.into() })
+        .get_or_create(&OutcomeLabels {
+            outcome: if readiness.ready {
+                "ready"
+            } else {
+                "not_ready"
+            }
+            .into(),
+        })
         .inc();
     if !readiness.ready {
         let changed = vk
@@ -281,7 +346,13 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
             .is_none_or(|c| c.reason != readiness.reason || c.message != readiness.message);
         if changed {
             warn!(reason = %readiness.reason, message = %readiness.message, "not ready");
-            session.event(EventType::Warning, &readiness.reason, readiness.message.clone()).await;
+            session
+                .event(
+                    EventType::Warning,
+                    &readiness.reason,
+                    readiness.message.clone(),
+                )
+                .await;
         }
     }
     session.write_status(api, &readiness).await?;
@@ -290,7 +361,9 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
 
 /// Spreads resyncs over ±10% of the interval so keys created together do not resync together.
 fn jittered(interval: Duration, key: &str) -> Duration {
-    let hash = key.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let hash = key
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let spread = interval.as_millis() as u64 / 5;
     if spread == 0 {
         return interval;
@@ -338,7 +411,12 @@ impl<'a> Session<'a> {
             action: "Reconcile".into(),
             secondary: None,
         };
-        match self.ctx.recorder.publish(&event, &self.vk.object_ref(&())).await {
+        match self
+            .ctx
+            .recorder
+            .publish(&event, &self.vk.object_ref(&()))
+            .await
+        {
             Ok(()) => self.ctx.metrics.kube_write("event"),
             Err(e) => warn!(error = %e, reason, "could not publish an event"),
         }
@@ -346,18 +424,31 @@ impl<'a> Session<'a> {
 
     async fn converge(&mut self, api: &Api<VaultKey>) -> Result<(), Failure> {
         let desired = validate(self.vk).map_err(Failure::InvalidSpec)?;
-        let vault = self.ctx.vaults.vault(&desired.vault_url).map_err(Failure::Vault)?;
+        let vault = self
+            .ctx
+            .vaults
+            .vault(&desired.vault_url)
+            .map_err(Failure::Vault)?;
         let material = self.read_material(&desired).await?;
-        let summary = material.as_ref().map(|m| MaterialSummary { thumbprint: m.public_thumbprint() });
+        let summary = material.as_ref().map(|m| MaterialSummary {
+            thumbprint: m.public_thumbprint(),
+        });
 
-        let observed = self.observe(&desired, vault.as_ref()).await.map_err(Failure::Vault)?;
+        let observed = self
+            .observe(&desired, vault.as_ref())
+            .await
+            .map_err(Failure::Vault)?;
         let owner = Owner {
             namespace: self.vk.namespace().unwrap_or_default(),
             name: self.vk.name_any(),
             uid: self.vk.uid().unwrap_or_default(),
         };
         let remembered = Remembered {
-            managed_before: self.vk.status.as_ref().is_some_and(|s| s.current_version.is_some()),
+            managed_before: self
+                .vk
+                .status
+                .as_ref()
+                .is_some_and(|s| s.current_version.is_some()),
             observed_rotate_token: self.memory.observed_rotate_token.clone(),
             pending_rotation: self.memory.pending_rotation.clone(),
         };
@@ -375,15 +466,20 @@ impl<'a> Session<'a> {
         self.latest = observed.latest;
         self.policy = observed.policy;
         for step in steps {
-            self.apply_step(step, &desired, vault.as_ref(), material.as_ref(), api).await?;
+            self.apply_step(step, &desired, vault.as_ref(), material.as_ref(), api)
+                .await?;
         }
-        self.refresh_versions(vault.as_ref()).await.map_err(Failure::Vault)?;
+        self.refresh_versions(vault.as_ref())
+            .await
+            .map_err(Failure::Vault)?;
         Ok(())
     }
 
     /// Reads and parses the import Secret. The material never reaches a log or a message.
     async fn read_material(&self, desired: &DesiredKey) -> Result<Option<KeyMaterial>, Failure> {
-        let Material::Imported(source) = &desired.material else { return Ok(None) };
+        let Material::Imported(source) = &desired.material else {
+            return Ok(None);
+        };
         let secret_ref = &source.secret_ref;
         let ns = self.vk.namespace().unwrap_or_default();
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
@@ -392,7 +488,10 @@ impl<'a> Session<'a> {
             Ok(None) => {
                 return Err(Failure::ImportSecret {
                     reason: "ImportSecretMissing",
-                    message: format!("Secret {ns}/{} does not exist; create it with the key material under key {:?}", secret_ref.name, secret_ref.key),
+                    message: format!(
+                        "Secret {ns}/{} does not exist; create it with the key material under key {:?}",
+                        secret_ref.name, secret_ref.key
+                    ),
                 });
             }
             Err(e) => {
@@ -405,16 +504,28 @@ impl<'a> Session<'a> {
         let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(&secret_ref.key)) else {
             return Err(Failure::ImportSecret {
                 reason: "ImportSecretMissing",
-                message: format!("Secret {ns}/{} has no key {:?}", secret_ref.name, secret_ref.key),
+                message: format!(
+                    "Secret {ns}/{} has no key {:?}",
+                    secret_ref.name, secret_ref.key
+                ),
             });
         };
-        KeyMaterial::parse(&bytes.0).map(Some).map_err(|e| Failure::ImportSecret {
-            reason: "InvalidKeyMaterial",
-            message: format!("Secret {ns}/{} key {:?}: {e}", secret_ref.name, secret_ref.key),
-        })
+        KeyMaterial::parse(&bytes.0)
+            .map(Some)
+            .map_err(|e| Failure::ImportSecret {
+                reason: "InvalidKeyMaterial",
+                message: format!(
+                    "Secret {ns}/{} key {:?}: {e}",
+                    secret_ref.name, secret_ref.key
+                ),
+            })
     }
 
-    async fn observe(&self, desired: &DesiredKey, vault: &dyn KeyVault) -> Result<Observed, VaultError> {
+    async fn observe(
+        &self,
+        desired: &DesiredKey,
+        vault: &dyn KeyVault,
+    ) -> Result<Observed, VaultError> {
         let latest = vault.get_key(&desired.key_name).await?;
         let soft_deleted = match latest {
             Some(_) => false,
@@ -424,7 +535,11 @@ impl<'a> Session<'a> {
             (Some(_), Some(_)) => vault.get_rotation_policy(&desired.key_name).await?,
             _ => None,
         };
-        Ok(Observed { latest, soft_deleted, policy })
+        Ok(Observed {
+            latest,
+            soft_deleted,
+            policy,
+        })
     }
 
     async fn apply_step(
@@ -439,11 +554,20 @@ impl<'a> Session<'a> {
         match step {
             Step::Create(create) => {
                 let existed = self.latest.is_some();
-                let key = vault.create_key(name, &create).await.map_err(Failure::Vault)?;
+                let key = vault
+                    .create_key(name, &create)
+                    .await
+                    .map_err(Failure::Vault)?;
                 let note = if existed {
-                    format!("created version {} of key {name}: the spec's type, size or curve changed", key.version)
+                    format!(
+                        "created version {} of key {name}: the spec's type, size or curve changed",
+                        key.version
+                    )
                 } else {
-                    format!("created key {name} ({}) at version {}", key.key_type, key.version)
+                    format!(
+                        "created key {name} ({}) at version {}",
+                        key.key_type, key.version
+                    )
                 };
                 info!(version = %key.version, "created");
                 self.event(EventType::Normal, "Created", note).await;
@@ -451,47 +575,108 @@ impl<'a> Session<'a> {
                 self.latest = Some(key);
             }
             Step::Import { properties, hsm } => {
-                let Some(material) = material else { return Ok(()) };
-                let import = ImportKey { material, hsm, properties };
-                let key = vault.import_key(name, &import).await.map_err(Failure::Vault)?;
+                let Some(material) = material else {
+                    return Ok(());
+                };
+                let import = ImportKey {
+                    material,
+                    hsm,
+                    properties,
+                };
+                let key = vault
+                    .import_key(name, &import)
+                    .await
+                    .map_err(Failure::Vault)?;
                 info!(version = %key.version, fingerprint = %material.fingerprint(), "imported");
                 self.event(
                     EventType::Normal,
                     "Imported",
-                    format!("imported key material {} as version {} of key {name}", material.fingerprint(), key.version),
+                    format!(
+                        "imported key material {} as version {} of key {name}",
+                        material.fingerprint(),
+                        key.version
+                    ),
                 )
                 .await;
-                self.ctx.metrics.rotations_observed.get_or_create(&KindLabels { kind: "import".into() }).inc();
+                self.ctx
+                    .metrics
+                    .rotations_observed
+                    .get_or_create(&KindLabels {
+                        kind: "import".into(),
+                    })
+                    .inc();
                 self.memory.imported_material = Some(material.fingerprint());
                 self.made_version = true;
                 self.latest = Some(key);
             }
-            Step::UpdateProperties { version, properties, drift } => {
-                let key = vault.update_key(name, &version, &properties).await.map_err(Failure::Vault)?;
+            Step::UpdateProperties {
+                version,
+                properties,
+                drift,
+            } => {
+                let key = vault
+                    .update_key(name, &version, &properties)
+                    .await
+                    .map_err(Failure::Vault)?;
                 let fields = drift.join(", ");
                 info!(%fields, "properties corrected");
-                self.event(EventType::Normal, "DriftCorrected", format!("set {fields} of key {name} to match the spec")).await;
+                self.event(
+                    EventType::Normal,
+                    "DriftCorrected",
+                    format!("set {fields} of key {name} to match the spec"),
+                )
+                .await;
                 self.latest = Some(key);
             }
             Step::SetRotationPolicy(policy) => {
-                let observed = vault.set_rotation_policy(name, &policy).await.map_err(Failure::Vault)?;
+                let observed = vault
+                    .set_rotation_policy(name, &policy)
+                    .await
+                    .map_err(Failure::Vault)?;
                 info!("rotation policy set");
-                self.event(EventType::Normal, "PolicyUpdated", format!("set the rotation policy of key {name}")).await;
+                self.event(
+                    EventType::Normal,
+                    "PolicyUpdated",
+                    format!("set the rotation policy of key {name}"),
+                )
+                .await;
                 self.policy = Some(observed);
             }
-            Step::Rotate { token, from_version } => {
+            Step::Rotate {
+                token,
+                from_version,
+            } => {
                 // Record the intent first: after a crash or a timeout the next reconcile can
                 // tell whether the rotation happened, and never rotates twice for one token.
-                self.memory.pending_rotation = Some(PendingRotation { token: token.clone(), from_version });
-                self.patch_memory(api).await.map_err(|e| Failure::Vault(VaultError::new(
-                    VaultErrorKind::Other,
-                    crate::keyvault::Operation::RotateKey,
-                    format!("could not record the pending rotation: {e}"),
-                )))?;
+                self.memory.pending_rotation = Some(PendingRotation {
+                    token: token.clone(),
+                    from_version,
+                });
+                self.patch_memory(api).await.map_err(|e| {
+                    Failure::Vault(VaultError::new(
+                        VaultErrorKind::Other,
+                        crate::keyvault::Operation::RotateKey,
+                        format!("could not record the pending rotation: {e}"),
+                    ))
+                })?;
                 let key = vault.rotate_key(name).await.map_err(Failure::Vault)?;
                 info!(version = %key.version, %token, "rotated");
-                self.event(EventType::Normal, "Rotated", format!("rotated key {name} to version {} (rotateToken {token:?})", key.version)).await;
-                self.ctx.metrics.rotations_observed.get_or_create(&KindLabels { kind: "manual".into() }).inc();
+                self.event(
+                    EventType::Normal,
+                    "Rotated",
+                    format!(
+                        "rotated key {name} to version {} (rotateToken {token:?})",
+                        key.version
+                    ),
+                )
+                .await;
+                self.ctx
+                    .metrics
+                    .rotations_observed
+                    .get_or_create(&KindLabels {
+                        kind: "manual".into(),
+                    })
+                    .inc();
                 self.memory.observed_rotate_token = Some(token);
                 self.memory.pending_rotation = None;
                 self.made_version = true;
@@ -512,10 +697,14 @@ impl<'a> Session<'a> {
     /// Lists versions only when the latest version is not the one status already shows, so a
     /// steady state costs one read.
     async fn refresh_versions(&mut self, vault: &dyn KeyVault) -> Result<(), VaultError> {
-        let Some(latest) = &self.latest else { return Ok(()) };
+        let Some(latest) = &self.latest else {
+            return Ok(());
+        };
         let previous = self.vk.status.as_ref();
         let shown = previous.and_then(|s| s.current_version.as_deref());
-        if shown == Some(latest.version.as_str()) && previous.is_some_and(|s| !s.versions.is_empty()) {
+        if shown == Some(latest.version.as_str())
+            && previous.is_some_and(|s| !s.versions.is_empty())
+        {
             return Ok(());
         }
         if let Some(shown) = shown
@@ -526,10 +715,19 @@ impl<'a> Session<'a> {
             self.event(
                 EventType::Normal,
                 "Rotated",
-                format!("Key Vault rotated key {} from version {shown} to {}", self.key_name, latest.version),
+                format!(
+                    "Key Vault rotated key {} from version {shown} to {}",
+                    self.key_name, latest.version
+                ),
             )
             .await;
-            self.ctx.metrics.rotations_observed.get_or_create(&KindLabels { kind: "automatic".into() }).inc();
+            self.ctx
+                .metrics
+                .rotations_observed
+                .get_or_create(&KindLabels {
+                    kind: "automatic".into(),
+                })
+                .inc();
         }
         let name = self.key_name.clone();
         self.versions = Some(vault.list_versions(&name).await?);
@@ -543,7 +741,14 @@ impl<'a> Session<'a> {
             versions: self.versions.as_deref(),
             policy: self.policy.as_ref(),
         };
-        status::build(self.vk.status.as_ref(), self.vk.meta().generation, &facts, self.memory.clone(), readiness, Utc::now())
+        status::build(
+            self.vk.status.as_ref(),
+            self.vk.meta().generation,
+            &facts,
+            self.memory.clone(),
+            readiness,
+            Utc::now(),
+        )
     }
 
     /// Writes status when it differs from what is stored.
@@ -563,14 +768,22 @@ impl<'a> Session<'a> {
         self.patch_status(api, &status).await
     }
 
-    async fn patch_status(&self, api: &Api<VaultKey>, status: &VaultKeyStatus) -> Result<(), Error> {
+    async fn patch_status(
+        &self,
+        api: &Api<VaultKey>,
+        status: &VaultKeyStatus,
+    ) -> Result<(), Error> {
         let patch = json!({
             "apiVersion": "vaultkey.dev/v1alpha1",
             "kind": "VaultKey",
             "status": status,
         });
-        api.patch_status(&self.vk.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
-            .await?;
+        api.patch_status(
+            &self.vk.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
         self.ctx.metrics.kube_write("status");
         Ok(())
     }
@@ -579,7 +792,11 @@ impl<'a> Session<'a> {
 /// Deletion: Retain only lets go; Delete and Purge act only on a key this VaultKey owns.
 async fn cleanup(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
     let name = vk.key_name().to_owned();
-    if vk.annotations().get(ABANDON_ANNOTATION).is_some_and(|v| v == "true") {
+    if vk
+        .annotations()
+        .get(ABANDON_ANNOTATION)
+        .is_some_and(|v| v == "true")
+    {
         info!("abandoned: the vault is not touched");
         return Ok(Action::await_change());
     }
@@ -591,7 +808,10 @@ async fn cleanup(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
         // A spec that never validated never reached a vault.
         return Ok(Action::await_change());
     };
-    let vault = ctx.vaults.vault(&desired.vault_url).map_err(Error::Cleanup)?;
+    let vault = ctx
+        .vaults
+        .vault(&desired.vault_url)
+        .map_err(Error::Cleanup)?;
     let session = Session::new(vk, ctx);
     let owner = format!("{}/{}", vk.namespace().unwrap_or_default(), vk.name_any());
     if let Some(latest) = vault.get_key(&name).await.map_err(Error::Cleanup)? {
@@ -600,7 +820,13 @@ async fn cleanup(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
         vault.delete_key(&name).await.map_err(Error::Cleanup)?;
-        session.event(EventType::Normal, "Deleted", format!("soft-deleted key {name}")).await;
+        session
+            .event(
+                EventType::Normal,
+                "Deleted",
+                format!("soft-deleted key {name}"),
+            )
+            .await;
         info!("soft-deleted");
     }
     let deleted = match vk.spec.deletion_policy {
@@ -611,8 +837,13 @@ async fn cleanup(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
     if deleted.is_some_and(|d| d.tags.get(OWNER_TAG) == Some(&owner)) {
         // Right after a delete Key Vault may still answer 409 ObjectIsBeingDeleted; the
         // error policy retries.
-        vault.purge_deleted_key(&name).await.map_err(Error::Cleanup)?;
-        session.event(EventType::Normal, "Purged", format!("purged key {name}")).await;
+        vault
+            .purge_deleted_key(&name)
+            .await
+            .map_err(Error::Cleanup)?;
+        session
+            .event(EventType::Normal, "Purged", format!("purged key {name}"))
+            .await;
         info!("purged");
     }
     Ok(Action::await_change())

@@ -14,12 +14,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing::{error, info};
 
 use vaultkey_operator::controller::{self, Context, Settings};
-use vaultkey_operator::keyvault::azure::{AzureVaultProvider, ClientSettings, CredentialSource, credential};
+use vaultkey_operator::keyvault::azure::{
+    AzureVaultProvider, ClientSettings, CredentialSource, credential,
+};
 use vaultkey_operator::keyvault::budget::Limits;
 use vaultkey_operator::telemetry::{self, LogFormat, Metrics};
 
 #[derive(Parser)]
-#[command(version, about = "Azure Key Vault keys managed as Kubernetes VaultKey resources")]
+#[command(
+    version,
+    about = "Azure Key Vault keys managed as Kubernetes VaultKey resources"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -132,21 +137,29 @@ fn credential_source(args: &RunArgs) -> Result<CredentialSource, String> {
     }
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     Ok(match args.azure_credential {
-        CredentialKind::Auto if env("AZURE_FEDERATED_TOKEN_FILE").is_some() => CredentialSource::WorkloadIdentity,
+        CredentialKind::Auto if env("AZURE_FEDERATED_TOKEN_FILE").is_some() => {
+            CredentialSource::WorkloadIdentity
+        }
         CredentialKind::Auto => {
             return Err("no Azure credential configured: run with Azure Workload Identity (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE) or pass --azure-credential managed-identity | client-secret | azure-cli".into());
         }
         CredentialKind::WorkloadIdentity => CredentialSource::WorkloadIdentity,
-        CredentialKind::ManagedIdentity => {
-            CredentialSource::ManagedIdentity { client_id: args.managed_identity_client_id.clone() }
-        }
+        CredentialKind::ManagedIdentity => CredentialSource::ManagedIdentity {
+            client_id: args.managed_identity_client_id.clone(),
+        },
         CredentialKind::ClientSecret => {
-            let (Some(tenant_id), Some(client_id), Some(secret)) =
-                (env("AZURE_TENANT_ID"), env("AZURE_CLIENT_ID"), env("AZURE_CLIENT_SECRET"))
-            else {
+            let (Some(tenant_id), Some(client_id), Some(secret)) = (
+                env("AZURE_TENANT_ID"),
+                env("AZURE_CLIENT_ID"),
+                env("AZURE_CLIENT_SECRET"),
+            ) else {
                 return Err("--azure-credential client-secret needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into());
             };
-            CredentialSource::ClientSecret { tenant_id, client_id, secret }
+            CredentialSource::ClientSecret {
+                tenant_id,
+                client_id,
+                secret,
+            }
         }
         CredentialKind::AzureCli => CredentialSource::AzureCli,
     })
@@ -154,11 +167,13 @@ fn credential_source(args: &RunArgs) -> Result<CredentialSource, String> {
 
 async fn run(args: RunArgs) -> Result<(), String> {
     let source = credential_source(&args)?;
-    let credential = credential(&source).map_err(|e| format!("cannot set up the Azure credential: {e}"))?;
+    let credential =
+        credential(&source).map_err(|e| format!("cannot set up the Azure credential: {e}"))?;
     let extra_root_pem = match &args.emulator_ca_file {
-        Some(path) => {
-            Some(std::fs::read(path).map_err(|e| format!("cannot read --emulator-ca-file {}: {e}", path.display()))?)
-        }
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read --emulator-ca-file {}: {e}", path.display()))?,
+        ),
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
@@ -166,10 +181,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
         request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
         extra_root_pem,
         verify_challenge_resource: !args.emulator_skip_challenge_resource_check,
-        limits: Limits { software_creates: args.creates_per_10s, ..Limits::default() },
+        limits: Limits {
+            software_creates: args.creates_per_10s,
+            ..Limits::default()
+        },
     };
     let vaults = AzureVaultProvider::new(credential, settings, metrics.clone())?;
-    let client = kube::Client::try_default().await.map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -210,7 +230,11 @@ async fn render_metrics(State((metrics, _)): State<AppState>) -> String {
 }
 
 async fn readyz(State((_, ready)): State<AppState>) -> (StatusCode, &'static str) {
-    if ready.load(Ordering::SeqCst) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
+    if ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C: finish in-flight reconciles, then stop.

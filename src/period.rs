@@ -13,7 +13,9 @@ pub struct Period {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an ISO-8601 period of whole years, months, weeks and days (e.g. P90D, P1Y, P3M)")]
+#[error(
+    "{0:?} is not an ISO-8601 period of whole years, months, weeks and days (e.g. P90D, P1Y, P3M)"
+)]
 pub struct PeriodError(pub String);
 
 impl Period {
@@ -67,14 +69,18 @@ impl Period {
     /// The calendar instant `self` after `start`.
     pub fn after(self, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
         start
-            .checked_add_months(Months::new(self.years.checked_mul(12)?.checked_add(self.months)?))?
+            .checked_add_months(Months::new(
+                self.years.checked_mul(12)?.checked_add(self.months)?,
+            ))?
             .checked_add_days(Days::new(u64::from(self.days)))
     }
 
     /// The calendar instant `self` before `end`.
     pub fn before(self, end: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        end.checked_sub_months(Months::new(self.years.checked_mul(12)?.checked_add(self.months)?))?
-            .checked_sub_days(Days::new(u64::from(self.days)))
+        end.checked_sub_months(Months::new(
+            self.years.checked_mul(12)?.checked_add(self.months)?,
+        ))?
+        .checked_sub_days(Days::new(u64::from(self.days)))
     }
 }
 
@@ -101,16 +107,50 @@ mod tests {
 
     #[test]
     fn parses_key_vault_periods() {
-        assert_eq!(Period::parse("P90D").unwrap(), Period { years: 0, months: 0, days: 90 });
-        assert_eq!(Period::parse("P1Y").unwrap(), Period { years: 1, months: 0, days: 0 });
-        assert_eq!(Period::parse("P1Y2M3D").unwrap(), Period { years: 1, months: 2, days: 3 });
+        assert_eq!(
+            Period::parse("P90D").unwrap(),
+            Period {
+                years: 0,
+                months: 0,
+                days: 90
+            }
+        );
+        assert_eq!(
+            Period::parse("P1Y").unwrap(),
+            Period {
+                years: 1,
+                months: 0,
+                days: 0
+            }
+        );
+        assert_eq!(
+            Period::parse("P1Y2M3D").unwrap(),
+            Period {
+                years: 1,
+                months: 2,
+                days: 3
+            }
+        );
         assert_eq!(Period::parse("P2W").unwrap().days, 14);
         assert_eq!(Period::parse("P1W2D").unwrap().days, 9);
     }
 
     #[test]
     fn rejects_malformed_periods() {
-        for bad in ["", "P", "90D", "P90", "PD", "P1D1Y", "P1Y1Y", "PT1H", "P-1D", "P1.5D", "p90d", "P9999999D"] {
+        for bad in [
+            "",
+            "P",
+            "90D",
+            "P90",
+            "PD",
+            "P1D1Y",
+            "P1Y1Y",
+            "PT1H",
+            "P-1D",
+            "P1.5D",
+            "p90d",
+            "P9999999D",
+        ] {
             assert!(Period::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -126,9 +166,15 @@ mod tests {
     fn calendar_arithmetic() {
         let start = Utc.with_ymd_and_hms(2026, 1, 31, 12, 0, 0).unwrap();
         let p = Period::parse("P1M").unwrap();
-        assert_eq!(p.after(start).unwrap(), Utc.with_ymd_and_hms(2026, 2, 28, 12, 0, 0).unwrap());
+        assert_eq!(
+            p.after(start).unwrap(),
+            Utc.with_ymd_and_hms(2026, 2, 28, 12, 0, 0).unwrap()
+        );
         let p = Period::parse("P30D").unwrap();
-        assert_eq!(p.after(start).unwrap(), Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap());
+        assert_eq!(
+            p.after(start).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()
+        );
         assert_eq!(p.before(p.after(start).unwrap()).unwrap(), start);
     }
 

@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::api::{
-    Curve, IMPORTED_MATERIAL_TAG, KeyType, LifetimeActionType, OWNER_TAG, OWNER_UID_TAG, PendingRotation,
-    RESERVED_TAG_PREFIX,
+    Curve, IMPORTED_MATERIAL_TAG, KeyType, LifetimeActionType, OWNER_TAG, OWNER_UID_TAG,
+    PendingRotation, RESERVED_TAG_PREFIX,
 };
 use crate::keyvault::{CreateKey, KeyProperties, ObservedKey, ObservedPolicy};
 use crate::period::Period;
-use crate::validate::{DesiredKey, DesiredLifetimeAction, DesiredRotationPolicy, Expiry, Material, Trigger};
+use crate::validate::{
+    DesiredKey, DesiredLifetimeAction, DesiredRotationPolicy, Expiry, Material, Trigger,
+};
 
 /// Which VaultKey is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,16 +77,30 @@ pub enum Step {
     /// Create a version (a new key, or a changed type, size or curve).
     Create(CreateKey),
     /// Import the material as a new version.
-    Import { properties: KeyProperties, hsm: bool },
+    Import {
+        properties: KeyProperties,
+        hsm: bool,
+    },
     /// Correct the latest version's properties.
-    UpdateProperties { version: String, properties: KeyProperties, drift: Vec<&'static str> },
+    UpdateProperties {
+        version: String,
+        properties: KeyProperties,
+        drift: Vec<&'static str>,
+    },
     SetRotationPolicy(DesiredRotationPolicy),
     /// One manual rotation for a new rotateToken value.
-    Rotate { token: String, from_version: String },
+    Rotate {
+        token: String,
+        from_version: String,
+    },
     /// A rotation recorded as pending already happened; remember its token.
-    RecordRotation { token: String },
+    RecordRotation {
+        token: String,
+    },
     /// Remember the token without rotating (first sight: creation is not a rotation request).
-    AdoptRotateToken { token: String },
+    AdoptRotateToken {
+        token: String,
+    },
 }
 
 pub struct PlanInput<'a> {
@@ -109,7 +125,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     match latest.tags.get(OWNER_TAG) {
         Some(owner) if *owner != input.owner.tag_value() => {
-            return Plan::Blocked(Blocker::OwnedByAnotherVaultKey { owner: owner.clone() });
+            return Plan::Blocked(Blocker::OwnedByAnotherVaultKey {
+                owner: owner.clone(),
+            });
         }
         None if !desired.adopt => return Plan::Blocked(Blocker::KeyExistsNotAdopted),
         _ => {}
@@ -117,7 +135,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     let mut steps = Vec::new();
     let new_version = match (&desired.material, input.material) {
-        (Material::Generated { .. }, _) => generated_mismatch(desired, latest).then(|| Step::Create(create_step(input))),
+        (Material::Generated { .. }, _) => {
+            generated_mismatch(desired, latest).then(|| Step::Create(create_step(input)))
+        }
         (Material::Imported(_), Some(material))
             if latest.tags.get(IMPORTED_MATERIAL_TAG) != Some(&material.thumbprint) =>
         {
@@ -131,7 +151,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     } else {
         let (properties, drift) = property_drift(input, latest);
         if !drift.is_empty() {
-            steps.push(Step::UpdateProperties { version: latest.version.clone(), properties, drift });
+            steps.push(Step::UpdateProperties {
+                version: latest.version.clone(),
+                properties,
+                drift,
+            });
         }
     }
 
@@ -141,8 +165,13 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         steps.push(Step::SetRotationPolicy(policy.clone()));
     }
 
-    if !creates_version {
-        steps.extend(rotation_step(desired, latest, input.remembered));
+    match rotation_step(desired, latest, input.remembered) {
+        // A new version is being made anyway: it is the rotation the token asks for.
+        Some(Step::Rotate { token, .. }) if creates_version => {
+            steps.push(Step::AdoptRotateToken { token })
+        }
+        Some(step) => steps.push(step),
+        None => {}
     }
     Plan::Steps(steps)
 }
@@ -152,7 +181,8 @@ fn new_key(input: &PlanInput<'_>) -> Vec<Step> {
     let mut steps = match (&desired.material, input.material) {
         (Material::Generated { .. }, _) => vec![Step::Create(create_step(input))],
         (Material::Imported(_), Some(material)) => vec![import_step(input, material)],
-        // The reconciler reads the Secret before planning; without it there is nothing to do.
+        // Unreachable in the reconciler, which reports a missing or unreadable Secret before
+        // planning; without material there is nothing to create.
         (Material::Imported(_), None) => return Vec::new(),
     };
     if let Some(policy) = &desired.rotation_policy {
@@ -161,7 +191,9 @@ fn new_key(input: &PlanInput<'_>) -> Vec<Step> {
     if let Some(token) = &desired.rotate_token
         && input.remembered.observed_rotate_token.as_ref() != Some(token)
     {
-        steps.push(Step::AdoptRotateToken { token: token.clone() });
+        steps.push(Step::AdoptRotateToken {
+            token: token.clone(),
+        });
     }
     steps
 }
@@ -197,9 +229,21 @@ fn creation_properties(input: &PlanInput<'_>, imported: Option<&str>) -> KeyProp
 
 fn create_step(input: &PlanInput<'_>) -> CreateKey {
     let (size, curve, public_exponent) = match input.desired.material {
-        Material::Generated { size, curve, public_exponent } => (size, curve, public_exponent),
+        Material::Generated {
+            size,
+            curve,
+            public_exponent,
+        } => (size, curve, public_exponent),
         Material::Imported(_) => (None, None, None),
     };
+    // Name Key Vault's defaults explicitly, so the request says what will be made.
+    let key_type = input.desired.key_type;
+    let size = size.or(match key_type {
+        KeyType::Rsa | KeyType::RsaHsm => Some(2048),
+        KeyType::OctHsm => Some(256),
+        KeyType::Ec | KeyType::EcHsm => None,
+    });
+    let curve = curve.or(key_type.is_ec().then_some(Curve::P256));
     CreateKey {
         key_type: input.desired.key_type,
         size,
@@ -219,14 +263,23 @@ fn import_step(input: &PlanInput<'_>, material: &MaterialSummary) -> Step {
 /// Whether the latest version's type, size, curve or exponent differ from the spec, which
 /// takes a new version (Key Vault cannot change them in place).
 fn generated_mismatch(desired: &DesiredKey, latest: &ObservedKey) -> bool {
-    let Material::Generated { size, curve, public_exponent } = desired.material else {
+    let Material::Generated {
+        size,
+        curve,
+        public_exponent,
+    } = desired.material
+    else {
         return false;
     };
     if !key_type_matches(desired.key_type, &latest.key_type) {
         return true;
     }
     // oct-HSM keys never reveal their size, so only RSA sizes are compared.
-    if desired.key_type.is_rsa() && size.is_some() && latest.key_size.is_some() && size != latest.key_size {
+    if desired.key_type.is_rsa()
+        && size.is_some()
+        && latest.key_size.is_some()
+        && size != latest.key_size
+    {
         return true;
     }
     if let (Some(curve), Some(observed)) = (curve, &latest.curve)
@@ -235,7 +288,9 @@ fn generated_mismatch(desired: &DesiredKey, latest: &ObservedKey) -> bool {
         return true;
     }
     if let (Some(exponent), Some(observed)) = (public_exponent, &latest.public_exponent) {
-        let observed_value = observed.iter().fold(0u64, |acc, b| acc.saturating_mul(256).saturating_add(u64::from(*b)));
+        let observed_value = observed.iter().fold(0u64, |acc, b| {
+            acc.saturating_mul(256).saturating_add(u64::from(*b))
+        });
         if u64::try_from(exponent).ok() != Some(observed_value) {
             return true;
         }
@@ -249,7 +304,10 @@ fn key_type_matches(desired: KeyType, observed: &str) -> bool {
 }
 
 /// The properties to correct on the latest version, and the names of the drifted ones.
-fn property_drift(input: &PlanInput<'_>, latest: &ObservedKey) -> (KeyProperties, Vec<&'static str>) {
+fn property_drift(
+    input: &PlanInput<'_>,
+    latest: &ObservedKey,
+) -> (KeyProperties, Vec<&'static str>) {
     let desired = input.desired;
     let mut properties = KeyProperties::default();
     let mut drift = Vec::new();
@@ -272,7 +330,7 @@ fn property_drift(input: &PlanInput<'_>, latest: &ObservedKey) -> (KeyProperties
         drift.push("notBefore");
     }
     if let Some(exp) = managed_expiry(desired, latest)
-        && latest.expires_on != Some(exp)
+        && !same_expiry(desired.expiry, latest.expires_on, exp)
     {
         properties.expires_on = Some(exp);
         drift.push("expiresOn");
@@ -296,7 +354,10 @@ fn property_drift(input: &PlanInput<'_>, latest: &ObservedKey) -> (KeyProperties
 /// policy that sets expiresIn, Key Vault owns the expiry of the versions it makes, so the
 /// spec's expiry applies only when the operator creates a version.
 fn managed_expiry(desired: &DesiredKey, latest: &ObservedKey) -> Option<DateTime<Utc>> {
-    let policy_sets_expiry = desired.rotation_policy.as_ref().is_some_and(|p| p.expires_in.is_some());
+    let policy_sets_expiry = desired
+        .rotation_policy
+        .as_ref()
+        .is_some_and(|p| p.expires_in.is_some());
     if policy_sets_expiry {
         return None;
     }
@@ -307,10 +368,22 @@ fn managed_expiry(desired: &DesiredKey, latest: &ObservedKey) -> Option<DateTime
     }
 }
 
+/// A relative expiry was computed from the operator's clock when the version was made, and
+/// Key Vault's `created` can fall a second or two later: a minute of tolerance keeps that from
+/// reading as drift. Absolute expiries compare exactly (both are whole seconds).
+fn same_expiry(expiry: Expiry, observed: Option<DateTime<Utc>>, wanted: DateTime<Utc>) -> bool {
+    match (expiry, observed) {
+        (Expiry::AfterCreation(_), Some(observed)) => (observed - wanted).num_seconds().abs() <= 60,
+        (_, observed) => observed == Some(wanted),
+    }
+}
+
 /// Whether the vault's policy is the desired one. Periods compare by value (`P2W` = `P14D`),
 /// action names case-insensitively.
 pub fn policy_matches(desired: &DesiredRotationPolicy, observed: Option<&ObservedPolicy>) -> bool {
-    let Some(observed) = observed else { return false };
+    let Some(observed) = observed else {
+        return false;
+    };
     let observed_expiry = observed.expires_in.as_deref().map(Period::parse);
     match (desired.expires_in, observed_expiry) {
         (None, None) => {}
@@ -337,13 +410,20 @@ pub fn policy_matches(desired: &DesiredRotationPolicy, observed: Option<&Observe
             },
             _ => return false,
         };
-        actions.push(DesiredLifetimeAction { action: kind, trigger });
+        actions.push(DesiredLifetimeAction {
+            action: kind,
+            trigger,
+        });
     }
     actions.sort();
     actions == desired.actions
 }
 
-fn rotation_step(desired: &DesiredKey, latest: &ObservedKey, remembered: &Remembered) -> Option<Step> {
+fn rotation_step(
+    desired: &DesiredKey,
+    latest: &ObservedKey,
+    remembered: &Remembered,
+) -> Option<Step> {
     let token = desired.rotate_token.as_ref()?;
     if remembered.observed_rotate_token.as_ref() == Some(token) {
         return None;
@@ -351,21 +431,31 @@ fn rotation_step(desired: &DesiredKey, latest: &ObservedKey, remembered: &Rememb
     if !remembered.managed_before {
         // First sight of the key with a token (a new or re-created VaultKey, an adopted key):
         // the token describes the key as it is, not a request to rotate it.
-        return Some(Step::AdoptRotateToken { token: token.clone() });
+        return Some(Step::AdoptRotateToken {
+            token: token.clone(),
+        });
     }
     if let Some(pending) = &remembered.pending_rotation
         && pending.token == *token
         && pending.from_version != latest.version
     {
         // The rotation went through before the operator could record it.
-        return Some(Step::RecordRotation { token: token.clone() });
+        return Some(Step::RecordRotation {
+            token: token.clone(),
+        });
     }
-    Some(Step::Rotate { token: token.clone(), from_version: latest.version.clone() })
+    Some(Step::Rotate {
+        token: token.clone(),
+        from_version: latest.version.clone(),
+    })
 }
 
 /// When Key Vault will next rotate the key on its own, from the policy and the latest version.
 pub fn next_rotation_time(policy: &ObservedPolicy, latest: &ObservedKey) -> Option<DateTime<Utc>> {
-    let rotate = policy.actions.iter().find(|a| a.action.eq_ignore_ascii_case("rotate"))?;
+    let rotate = policy
+        .actions
+        .iter()
+        .find(|a| a.action.eq_ignore_ascii_case("rotate"))?;
     if let Some(after) = &rotate.time_after_create {
         return Period::parse(after).ok()?.after(latest.created?);
     }

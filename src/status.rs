@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    Condition, KeyVersionStatus, ObservedLifetimeAction, ObservedRotationPolicy, PendingRotation, VaultKeyStatus,
+    Condition, KeyVersionStatus, ObservedLifetimeAction, ObservedRotationPolicy, PendingRotation,
+    VaultKeyStatus,
 };
 use crate::keyvault::{KeyVersion, ObservedKey, ObservedPolicy};
 use crate::plan::next_rotation_time;
@@ -25,11 +26,19 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn ready(message: impl Into<String>) -> Self {
-        Readiness { ready: true, reason: "Reconciled".into(), message: message.into() }
+        Readiness {
+            ready: true,
+            reason: "Reconciled".into(),
+            message: message.into(),
+        }
     }
 
     pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Readiness { ready: false, reason: reason.into(), message: message.into() }
+        Readiness {
+            ready: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -123,11 +132,16 @@ pub fn build(
         .and_then(|n| i32::try_from(n).ok())
         .or(previous.and_then(|p| p.version_count));
     // The latest version's entry comes from the freshest read.
-    let mut versions: Vec<KeyVersionStatus> = versions.into_iter().filter(|v| v.version != latest.version).collect();
+    let mut versions: Vec<KeyVersionStatus> = versions
+        .into_iter()
+        .filter(|v| v.version != latest.version)
+        .collect();
     versions.insert(0, latest_version_status(latest));
     versions.truncate(MAX_LISTED_VERSIONS);
     out.version_count = count.map(|c| c.max(1));
-    out.last_rotation_time = (out.version_count.unwrap_or(1) > 1).then(|| latest.created.map(k8s_time)).flatten();
+    out.last_rotation_time = (out.version_count.unwrap_or(1) > 1)
+        .then(|| latest.created.map(k8s_time))
+        .flatten();
     out.versions = versions;
 
     if let Some(policy) = facts.policy {
@@ -142,7 +156,10 @@ pub fn build(
 
 /// Key Vault times have second precision; so does status.
 pub fn k8s_time(t: DateTime<Utc>) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 fn version_status(v: &KeyVersion) -> KeyVersionStatus {
@@ -184,7 +201,9 @@ fn policy_status(policy: &ObservedPolicy) -> ObservedRotationPolicy {
 fn capitalise(action: &str) -> String {
     let mut chars = action.chars();
     match chars.next() {
-        Some(first) => first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
+        Some(first) => {
+            first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+        }
         None => String::new(),
     }
 }
@@ -222,7 +241,11 @@ mod tests {
     fn policy() -> ObservedPolicy {
         ObservedPolicy {
             expires_in: Some("P90D".into()),
-            actions: vec![ObservedAction { action: "rotate".into(), time_after_create: Some("P30D".into()), time_before_expiry: None }],
+            actions: vec![ObservedAction {
+                action: "rotate".into(),
+                time_after_create: Some("P30D".into()),
+                time_before_expiry: None,
+            }],
         }
     }
 
@@ -230,19 +253,61 @@ mod tests {
     fn reports_the_latest_version_and_policy() {
         let latest = key("v2", at(10));
         let versions = vec![
-            KeyVersion { version: "v2".into(), enabled: true, created: Some(at(10)), expires_on: None, not_before: None },
-            KeyVersion { version: "v1".into(), enabled: true, created: Some(at(1)), expires_on: None, not_before: None },
+            KeyVersion {
+                version: "v2".into(),
+                enabled: true,
+                created: Some(at(10)),
+                expires_on: None,
+                not_before: None,
+            },
+            KeyVersion {
+                version: "v1".into(),
+                enabled: true,
+                created: Some(at(1)),
+                expires_on: None,
+                not_before: None,
+            },
         ];
         let policy = policy();
-        let facts = VaultFacts { key_name: Some("k"), latest: Some(&latest), versions: Some(&versions), policy: Some(&policy) };
-        let status = build(None, Some(3), &facts, Memory::default(), &Readiness::ready("ok"), at(11));
+        let facts = VaultFacts {
+            key_name: Some("k"),
+            latest: Some(&latest),
+            versions: Some(&versions),
+            policy: Some(&policy),
+        };
+        let status = build(
+            None,
+            Some(3),
+            &facts,
+            Memory::default(),
+            &Readiness::ready("ok"),
+            at(11),
+        );
         assert_eq!(status.current_version.as_deref(), Some("v2"));
-        assert_eq!(status.current_key_id.as_deref(), Some("https://v/keys/k/v2"));
+        assert_eq!(
+            status.current_key_id.as_deref(),
+            Some("https://v/keys/k/v2")
+        );
         assert_eq!(status.version_count, Some(2));
-        assert_eq!(status.versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(), ["v2", "v1"]);
+        assert_eq!(
+            status
+                .versions
+                .iter()
+                .map(|v| v.version.as_str())
+                .collect::<Vec<_>>(),
+            ["v2", "v1"]
+        );
         assert_eq!(status.last_rotation_time, Some(k8s_time(at(10))));
-        assert_eq!(status.next_rotation_time, Some(k8s_time(Utc.with_ymd_and_hms(2026, 12, 10, 0, 0, 0).unwrap())));
-        assert_eq!(status.rotation_policy.unwrap().lifetime_actions[0].action, "Rotate");
+        assert_eq!(
+            status.next_rotation_time,
+            Some(k8s_time(
+                Utc.with_ymd_and_hms(2026, 12, 10, 0, 0, 0).unwrap()
+            ))
+        );
+        assert_eq!(
+            status.rotation_policy.unwrap().lifetime_actions[0].action,
+            "Rotate"
+        );
         assert_eq!(status.conditions[0].status, "True");
         assert_eq!(status.conditions[0].observed_generation, Some(3));
     }
@@ -250,43 +315,134 @@ mod tests {
     #[test]
     fn a_single_version_has_no_rotation_time() {
         let latest = key("v1", at(1));
-        let versions = vec![KeyVersion { version: "v1".into(), enabled: true, created: Some(at(1)), expires_on: None, not_before: None }];
-        let facts = VaultFacts { key_name: Some("k"), latest: Some(&latest), versions: Some(&versions), policy: None };
-        let status = build(None, Some(1), &facts, Memory::default(), &Readiness::ready("ok"), at(2));
+        let versions = vec![KeyVersion {
+            version: "v1".into(),
+            enabled: true,
+            created: Some(at(1)),
+            expires_on: None,
+            not_before: None,
+        }];
+        let facts = VaultFacts {
+            key_name: Some("k"),
+            latest: Some(&latest),
+            versions: Some(&versions),
+            policy: None,
+        };
+        let status = build(
+            None,
+            Some(1),
+            &facts,
+            Memory::default(),
+            &Readiness::ready("ok"),
+            at(2),
+        );
         assert_eq!(status.last_rotation_time, None);
     }
 
     #[test]
     fn unchanged_facts_build_an_identical_status() {
         let latest = key("v1", at(1));
-        let versions = vec![KeyVersion { version: "v1".into(), enabled: true, created: Some(at(1)), expires_on: None, not_before: None }];
-        let facts = VaultFacts { key_name: Some("k"), latest: Some(&latest), versions: Some(&versions), policy: None };
-        let first = build(None, Some(1), &facts, Memory::default(), &Readiness::ready("ok"), at(2));
+        let versions = vec![KeyVersion {
+            version: "v1".into(),
+            enabled: true,
+            created: Some(at(1)),
+            expires_on: None,
+            not_before: None,
+        }];
+        let facts = VaultFacts {
+            key_name: Some("k"),
+            latest: Some(&latest),
+            versions: Some(&versions),
+            policy: None,
+        };
+        let first = build(
+            None,
+            Some(1),
+            &facts,
+            Memory::default(),
+            &Readiness::ready("ok"),
+            at(2),
+        );
         // A later resync reuses the stored version list and must not change a thing.
-        let again = VaultFacts { versions: None, ..facts.clone() };
-        let second = build(Some(&first), Some(1), &again, Memory::default(), &Readiness::ready("ok"), at(20));
+        let again = VaultFacts {
+            versions: None,
+            ..facts.clone()
+        };
+        let second = build(
+            Some(&first),
+            Some(1),
+            &again,
+            Memory::default(),
+            &Readiness::ready("ok"),
+            at(20),
+        );
         assert_eq!(first, second);
     }
 
     #[test]
     fn transition_time_moves_only_with_the_status() {
         let facts = VaultFacts::default();
-        let failing = build(None, Some(1), &facts, Memory::default(), &Readiness::not_ready("VaultUnreachable", "x"), at(1));
-        let still = build(Some(&failing), Some(1), &facts, Memory::default(), &Readiness::not_ready("Forbidden", "y"), at(5));
+        let failing = build(
+            None,
+            Some(1),
+            &facts,
+            Memory::default(),
+            &Readiness::not_ready("VaultUnreachable", "x"),
+            at(1),
+        );
+        let still = build(
+            Some(&failing),
+            Some(1),
+            &facts,
+            Memory::default(),
+            &Readiness::not_ready("Forbidden", "y"),
+            at(5),
+        );
         assert_eq!(still.conditions[0].last_transition_time, k8s_time(at(1)));
         assert_eq!(still.conditions[0].reason, "Forbidden");
         let latest = key("v1", at(1));
-        let ok_facts = VaultFacts { key_name: Some("k"), latest: Some(&latest), versions: None, policy: None };
-        let ok = build(Some(&still), Some(1), &ok_facts, Memory::default(), &Readiness::ready("ok"), at(6));
+        let ok_facts = VaultFacts {
+            key_name: Some("k"),
+            latest: Some(&latest),
+            versions: None,
+            policy: None,
+        };
+        let ok = build(
+            Some(&still),
+            Some(1),
+            &ok_facts,
+            Memory::default(),
+            &Readiness::ready("ok"),
+            at(6),
+        );
         assert_eq!(ok.conditions[0].last_transition_time, k8s_time(at(6)));
     }
 
     #[test]
     fn errors_keep_the_last_known_vault_facts() {
         let latest = key("v1", at(1));
-        let facts = VaultFacts { key_name: Some("k"), latest: Some(&latest), versions: None, policy: None };
-        let good = build(None, Some(1), &facts, Memory::default(), &Readiness::ready("ok"), at(2));
-        let failing = build(Some(&good), Some(2), &VaultFacts::default(), Memory::default(), &Readiness::not_ready("Throttled", "wait"), at(3));
+        let facts = VaultFacts {
+            key_name: Some("k"),
+            latest: Some(&latest),
+            versions: None,
+            policy: None,
+        };
+        let good = build(
+            None,
+            Some(1),
+            &facts,
+            Memory::default(),
+            &Readiness::ready("ok"),
+            at(2),
+        );
+        let failing = build(
+            Some(&good),
+            Some(2),
+            &VaultFacts::default(),
+            Memory::default(),
+            &Readiness::not_ready("Throttled", "wait"),
+            at(3),
+        );
         assert_eq!(failing.current_version.as_deref(), Some("v1"));
         assert_eq!(failing.observed_generation, Some(2));
         assert_eq!(failing.conditions[0].status, "False");

@@ -23,8 +23,12 @@ pub fn init_logging(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => registry.with(fmt::layer().json().with_current_span(true)).init(),
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_current_span(true))
+            .init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
     }
 }
 
@@ -87,24 +91,62 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("vaultkey");
         let reconciles = Family::<OutcomeLabels, Counter>::default();
-        registry.register("reconciles", "Reconciliations by outcome (ready, not_ready, error)", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciliations by outcome (ready, not_ready, error)",
+            reconciles.clone(),
+        );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
-        registry.register("reconcile_errors", "Reconciliations that ended in an error, by condition reason", reconcile_errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that ended in an error, by condition reason",
+            reconcile_errors.clone(),
+        );
         let reconcile_duration = Histogram::new(duration_buckets());
-        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            reconcile_duration.clone(),
+        );
         let vault_requests = Family::<VaultRequestLabels, Counter>::default();
-        registry.register("keyvault_requests", "Key Vault requests by operation and HTTP status", vault_requests.clone());
+        registry.register(
+            "keyvault_requests",
+            "Key Vault requests by operation and HTTP status",
+            vault_requests.clone(),
+        );
         let vault_request_duration =
-            Family::<OperationLabels, Histogram>::new_with_constructor(|| Histogram::new(duration_buckets()));
-        registry.register("keyvault_request_duration_seconds", "Key Vault request latency by operation", vault_request_duration.clone());
+            Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(duration_buckets())
+            });
+        registry.register(
+            "keyvault_request_duration_seconds",
+            "Key Vault request latency by operation",
+            vault_request_duration.clone(),
+        );
         let vault_throttled = Family::<VaultLabels, Counter>::default();
-        registry.register("keyvault_throttled", "Key Vault answers of 429 Too Many Requests, by vault", vault_throttled.clone());
+        registry.register(
+            "keyvault_throttled",
+            "Key Vault answers of 429 Too Many Requests, by vault",
+            vault_throttled.clone(),
+        );
         let kube_writes = Family::<KindLabels, Counter>::default();
-        registry.register("kubernetes_writes", "Writes to the Kubernetes API by kind (status, finalizer, event)", kube_writes.clone());
+        registry.register(
+            "kubernetes_writes",
+            "Writes to the Kubernetes API by kind (status, finalizer, event)",
+            kube_writes.clone(),
+        );
         let managed_keys = Gauge::default();
-        registry.register("managed_keys", "VaultKeys currently known to this operator", managed_keys.clone());
+        registry.register(
+            "managed_keys",
+            "VaultKeys currently known to this operator",
+            managed_keys.clone(),
+        );
         let rotations_observed = Family::<KindLabels, Counter>::default();
-        registry.register("rotations_observed", "New key versions seen, by kind (manual, automatic, import)", rotations_observed.clone());
+        registry.register(
+            "rotations_observed",
+            "New key versions seen, by kind (manual, automatic, import)",
+            rotations_observed.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -121,21 +163,33 @@ impl Metrics {
 
     pub fn vault_request(&self, operation: &str, status: &str, elapsed: Duration) {
         self.vault_requests
-            .get_or_create(&VaultRequestLabels { operation: operation.to_owned(), status: status.to_owned() })
+            .get_or_create(&VaultRequestLabels {
+                operation: operation.to_owned(),
+                status: status.to_owned(),
+            })
             .inc();
         self.vault_request_duration
-            .get_or_create(&OperationLabels { operation: operation.to_owned() })
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
     pub fn kube_write(&self, kind: &str) {
-        self.kube_writes.get_or_create(&KindLabels { kind: kind.to_owned() }).inc();
+        self.kube_writes
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out

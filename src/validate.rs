@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::api::{
-    Curve, DeletionPolicy, ImportSource, KeyOperation, KeyType, LifetimeActionType, ReleasePolicy,
-    VaultKey, VaultKeySpec, RESERVED_TAG_PREFIX,
+    Curve, DeletionPolicy, ImportSource, KeyOperation, KeyType, LifetimeActionType,
+    RESERVED_TAG_PREFIX, ReleasePolicy, VaultKey, VaultKeySpec,
 };
 use crate::period::Period;
 
@@ -28,7 +28,10 @@ pub struct InvalidSpec {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidSpec {
-    InvalidSpec { field, message: message.into() }
+    InvalidSpec {
+        field,
+        message: message.into(),
+    }
 }
 
 /// What the vault should hold, in the vault's terms.
@@ -54,8 +57,14 @@ pub struct DesiredKey {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Material {
-    /// Key Vault generates the key. Sizes and curves carry Key Vault's defaults filled in.
-    Generated { size: Option<i32>, curve: Option<Curve>, public_exponent: Option<i32> },
+    /// Key Vault generates the key. Size and curve are as the spec states them: unset ones
+    /// take Key Vault's defaults at creation and are not compared afterwards, so adopting a
+    /// key never replaces it just because the spec left its size out.
+    Generated {
+        size: Option<i32>,
+        curve: Option<Curve>,
+        public_exponent: Option<i32>,
+    },
     Imported(ImportSource),
 }
 
@@ -95,13 +104,21 @@ pub struct PeriodKey {
 
 impl From<Period> for PeriodKey {
     fn from(p: Period) -> Self {
-        PeriodKey { years: p.years, months: p.months, days: p.days }
+        PeriodKey {
+            years: p.years,
+            months: p.months,
+            days: p.days,
+        }
     }
 }
 
 impl From<PeriodKey> for Period {
     fn from(p: PeriodKey) -> Self {
-        Period { years: p.years, months: p.months, days: p.days }
+        Period {
+            years: p.years,
+            months: p.months,
+            days: p.days,
+        }
     }
 }
 
@@ -114,24 +131,48 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
     let vault_url = vault_url(&spec.vault_url)?;
     if key_name.is_empty()
         || key_name.len() > 127
-        || !key_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        || !key_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
         return Err(invalid(
             "keyName",
-            format!("{key_name:?} is not a valid Key Vault key name (1-127 letters, digits and dashes); set spec.keyName"),
+            format!(
+                "{key_name:?} is not a valid Key Vault key name (1-127 letters, digits and dashes); set spec.keyName"
+            ),
         ));
     }
 
     let material = match &spec.import {
         Some(source) => {
             if !(spec.key_type.is_rsa() || spec.key_type.is_ec()) {
-                return Err(invalid("import", "import supports RSA and EC material only"));
+                return Err(invalid(
+                    "import",
+                    "import supports RSA and EC material only",
+                ));
             }
             if spec.key_size.is_some() || spec.curve.is_some() || spec.public_exponent.is_some() {
-                return Err(invalid("import", "an imported key takes its size or curve from the material"));
+                return Err(invalid(
+                    "import",
+                    "an imported key takes its size or curve from the material",
+                ));
             }
             if spec.rotate_token.is_some() {
-                return Err(invalid("rotateToken", "rotateToken cannot be combined with import"));
+                return Err(invalid(
+                    "rotateToken",
+                    "rotateToken cannot be combined with import",
+                ));
+            }
+            let auto_rotates = spec.rotation_policy.as_ref().is_some_and(|p| {
+                p.lifetime_actions
+                    .iter()
+                    .any(|a| a.action == LifetimeActionType::Rotate)
+            });
+            if auto_rotates {
+                return Err(invalid(
+                    "rotationPolicy",
+                    "a Rotate action would replace the imported material with key material Key Vault generates; use Notify only, and change the Secret to import a new version",
+                ));
             }
             Material::Imported(source.clone())
         }
@@ -147,7 +188,10 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
     let attrs = &spec.attributes;
     let expiry = match (&attrs.expires_on, &attrs.expires_after) {
         (Some(_), Some(_)) => {
-            return Err(invalid("attributes", "set either expiresOn or expiresAfter, not both"));
+            return Err(invalid(
+                "attributes",
+                "set either expiresOn or expiresAfter, not both",
+            ));
         }
         (Some(at), None) => Expiry::At(timestamp("attributes.expiresOn", at)?),
         (None, Some(after)) => Expiry::AfterCreation(
@@ -163,17 +207,34 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
     if let (Expiry::At(exp), Some(nbf)) = (expiry, not_before)
         && nbf >= exp
     {
-        return Err(invalid("attributes.notBefore", "notBefore must be earlier than expiresOn"));
+        return Err(invalid(
+            "attributes.notBefore",
+            "notBefore must be earlier than expiresOn",
+        ));
     }
 
     if spec.tags.len() > MAX_USER_TAGS {
-        return Err(invalid("tags", format!("at most {MAX_USER_TAGS} tags (Key Vault allows 15, the operator uses 3)")));
+        return Err(invalid(
+            "tags",
+            format!("at most {MAX_USER_TAGS} tags (Key Vault allows 15, the operator uses 3)"),
+        ));
     }
-    if let Some(reserved) = spec.tags.keys().find(|k| k.starts_with(RESERVED_TAG_PREFIX)) {
-        return Err(invalid("tags", format!("tag {reserved:?} is under the reserved prefix {RESERVED_TAG_PREFIX}")));
+    if let Some(reserved) = spec
+        .tags
+        .keys()
+        .find(|k| k.starts_with(RESERVED_TAG_PREFIX))
+    {
+        return Err(invalid(
+            "tags",
+            format!("tag {reserved:?} is under the reserved prefix {RESERVED_TAG_PREFIX}"),
+        ));
     }
 
-    let rotation_policy = spec.rotation_policy.as_ref().map(rotation_policy).transpose()?;
+    let rotation_policy = spec
+        .rotation_policy
+        .as_ref()
+        .map(rotation_policy)
+        .transpose()?;
 
     Ok(DesiredKey {
         vault_url,
@@ -197,13 +258,20 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
 /// Normalises the vault URL to `https://host[:port]` (no trailing slash) so one vault has one
 /// client and one request budget however it is spelled.
 pub fn vault_url(raw: &str) -> Result<String, InvalidSpec> {
-    let parsed = url::Url::parse(raw)
-        .map_err(|_| invalid("vaultUrl", format!("{raw:?} is not a URL; expected https://<vault>.vault.azure.net")))?;
+    let parsed = url::Url::parse(raw).map_err(|_| {
+        invalid(
+            "vaultUrl",
+            format!("{raw:?} is not a URL; expected https://<vault>.vault.azure.net"),
+        )
+    })?;
     if parsed.scheme() != "https" {
         return Err(invalid("vaultUrl", "Key Vault is reached over https only"));
     }
     if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(invalid("vaultUrl", "the vault URL takes no path, query or fragment"));
+        return Err(invalid(
+            "vaultUrl",
+            "the vault URL takes no path, query or fragment",
+        ));
     }
     let host = parsed
         .host_str()
@@ -221,22 +289,29 @@ fn generated_material(spec: &VaultKeySpec) -> Result<Material, InvalidSpec> {
         return Err(invalid("curve", "curve applies only to EC and EC-HSM keys"));
     }
     if spec.public_exponent.is_some() && !kt.is_rsa() {
-        return Err(invalid("publicExponent", "publicExponent applies only to RSA keys"));
+        return Err(invalid(
+            "publicExponent",
+            "publicExponent applies only to RSA keys",
+        ));
     }
     let size = match (kt, spec.key_size) {
         (KeyType::Ec | KeyType::EcHsm, Some(_)) => {
-            return Err(invalid("keySize", "keySize applies only to RSA and oct-HSM keys; EC keys take a curve"));
+            return Err(invalid(
+                "keySize",
+                "keySize applies only to RSA and oct-HSM keys; EC keys take a curve",
+            ));
         }
-        (KeyType::Ec | KeyType::EcHsm, None) => None,
-        (KeyType::OctHsm, size) => {
-            let size = size.unwrap_or(256);
+        (_, None) => None,
+        (KeyType::OctHsm, Some(size)) => {
             if ![128, 192, 256].contains(&size) {
-                return Err(invalid("keySize", "oct-HSM keySize must be 128, 192 or 256"));
+                return Err(invalid(
+                    "keySize",
+                    "oct-HSM keySize must be 128, 192 or 256",
+                ));
             }
             Some(size)
         }
-        (KeyType::Rsa | KeyType::RsaHsm, size) => {
-            let size = size.unwrap_or(2048);
+        (KeyType::Rsa | KeyType::RsaHsm, Some(size)) => {
             if ![2048, 3072, 4096].contains(&size) {
                 return Err(invalid("keySize", "RSA keySize must be 2048, 3072 or 4096"));
             }
@@ -246,19 +321,36 @@ fn generated_material(spec: &VaultKeySpec) -> Result<Material, InvalidSpec> {
     if let Some(e) = spec.public_exponent
         && (e < 3 || e % 2 == 0)
     {
-        return Err(invalid("publicExponent", "publicExponent must be an odd number of at least 3 (usually 65537)"));
+        return Err(invalid(
+            "publicExponent",
+            "publicExponent must be an odd number of at least 3 (usually 65537)",
+        ));
     }
-    let curve = kt.is_ec().then(|| spec.curve.unwrap_or(Curve::P256));
-    Ok(Material::Generated { size, curve, public_exponent: spec.public_exponent })
+    let curve = spec.curve;
+    Ok(Material::Generated {
+        size,
+        curve,
+        public_exponent: spec.public_exponent,
+    })
 }
 
+/// Key Vault keeps whole seconds; truncating here keeps a sub-second spec from looking like
+/// drift forever.
 fn timestamp(field: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidSpec> {
     DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| invalid(field, format!("{text:?} is not an RFC 3339 timestamp (e.g. 2027-11-25T00:00:00Z)")))
+        .ok()
+        .and_then(|t| DateTime::from_timestamp(t.timestamp(), 0))
+        .ok_or_else(|| {
+            invalid(
+                field,
+                format!("{text:?} is not an RFC 3339 timestamp (e.g. 2027-11-25T00:00:00Z)"),
+            )
+        })
 }
 
-fn rotation_policy(policy: &crate::api::RotationPolicy) -> Result<DesiredRotationPolicy, InvalidSpec> {
+fn rotation_policy(
+    policy: &crate::api::RotationPolicy,
+) -> Result<DesiredRotationPolicy, InvalidSpec> {
     let expires_in = policy
         .expires_in
         .as_deref()
@@ -277,14 +369,20 @@ fn rotation_policy(policy: &crate::api::RotationPolicy) -> Result<DesiredRotatio
         let field = "rotationPolicy.lifetimeActions";
         let trigger = match (&action.time_after_create, &action.time_before_expiry) {
             (Some(after), None) => {
-                let after = Period::parse(after).map_err(|e| invalid(field, format!("timeAfterCreate: {e}")))?;
+                let after = Period::parse(after)
+                    .map_err(|e| invalid(field, format!("timeAfterCreate: {e}")))?;
                 if action.action == LifetimeActionType::Notify {
-                    return Err(invalid(field, "a Notify action takes timeBeforeExpiry, not timeAfterCreate"));
+                    return Err(invalid(
+                        field,
+                        "a Notify action takes timeBeforeExpiry, not timeAfterCreate",
+                    ));
                 }
                 if after.approx_days() < MIN_ROTATION_MARGIN_DAYS {
                     return Err(invalid(
                         field,
-                        format!("timeAfterCreate {after} is shorter than Key Vault's minimum of {MIN_ROTATION_MARGIN_DAYS} days"),
+                        format!(
+                            "timeAfterCreate {after} is shorter than Key Vault's minimum of {MIN_ROTATION_MARGIN_DAYS} days"
+                        ),
                     ));
                 }
                 if let Some(exp) = expires_in
@@ -292,38 +390,63 @@ fn rotation_policy(policy: &crate::api::RotationPolicy) -> Result<DesiredRotatio
                 {
                     return Err(invalid(
                         field,
-                        format!("timeAfterCreate {after} must be at least {MIN_ROTATION_MARGIN_DAYS} days before expiresIn {exp}"),
+                        format!(
+                            "timeAfterCreate {after} must be at least {MIN_ROTATION_MARGIN_DAYS} days before expiresIn {exp}"
+                        ),
                     ));
                 }
                 Trigger::AfterCreate(after.into())
             }
             (None, Some(before)) => {
-                let before = Period::parse(before).map_err(|e| invalid(field, format!("timeBeforeExpiry: {e}")))?;
+                let before = Period::parse(before)
+                    .map_err(|e| invalid(field, format!("timeBeforeExpiry: {e}")))?;
                 let Some(exp) = expires_in else {
-                    return Err(invalid(field, "timeBeforeExpiry needs rotationPolicy.expiresIn"));
+                    return Err(invalid(
+                        field,
+                        "timeBeforeExpiry needs rotationPolicy.expiresIn",
+                    ));
                 };
                 if before.approx_days() < MIN_ROTATION_MARGIN_DAYS {
                     return Err(invalid(
                         field,
-                        format!("timeBeforeExpiry {before} is shorter than Key Vault's minimum of {MIN_ROTATION_MARGIN_DAYS} days"),
+                        format!(
+                            "timeBeforeExpiry {before} is shorter than Key Vault's minimum of {MIN_ROTATION_MARGIN_DAYS} days"
+                        ),
                     ));
                 }
                 if before.approx_days() >= exp.approx_days() {
-                    return Err(invalid(field, format!("timeBeforeExpiry {before} must be shorter than expiresIn {exp}")));
+                    return Err(invalid(
+                        field,
+                        format!("timeBeforeExpiry {before} must be shorter than expiresIn {exp}"),
+                    ));
                 }
                 Trigger::BeforeExpiry(before.into())
             }
-            _ => return Err(invalid(field, "set exactly one of timeAfterCreate and timeBeforeExpiry")),
+            _ => {
+                return Err(invalid(
+                    field,
+                    "set exactly one of timeAfterCreate and timeBeforeExpiry",
+                ));
+            }
         };
-        actions.push(DesiredLifetimeAction { action: action.action, trigger });
+        actions.push(DesiredLifetimeAction {
+            action: action.action,
+            trigger,
+        });
     }
     for kind in [LifetimeActionType::Rotate, LifetimeActionType::Notify] {
         if actions.iter().filter(|a| a.action == kind).count() > 1 {
-            return Err(invalid("rotationPolicy.lifetimeActions", format!("at most one {kind:?} action")));
+            return Err(invalid(
+                "rotationPolicy.lifetimeActions",
+                format!("at most one {kind:?} action"),
+            ));
         }
     }
     actions.sort();
-    Ok(DesiredRotationPolicy { expires_in, actions })
+    Ok(DesiredRotationPolicy {
+        expires_in,
+        actions,
+    })
 }
 
 #[cfg(test)]
@@ -360,26 +483,73 @@ rotationPolicy:
     fn how_to_spec_is_valid_and_normalised() {
         let d = check(HOW_TO).unwrap();
         assert_eq!(d.vault_url, "https://my-vault.vault.azure.net");
-        assert_eq!(d.material, Material::Generated { size: Some(2048), curve: None, public_exponent: None });
-        assert_eq!(d.key_ops, Some([KeyOperation::Encrypt, KeyOperation::Decrypt].into()));
-        assert_eq!(d.expiry, Expiry::AfterCreation(Period { years: 1, months: 0, days: 0 }));
+        assert_eq!(
+            d.material,
+            Material::Generated {
+                size: Some(2048),
+                curve: None,
+                public_exponent: None
+            }
+        );
+        assert_eq!(
+            d.key_ops,
+            Some([KeyOperation::Encrypt, KeyOperation::Decrypt].into())
+        );
+        assert_eq!(
+            d.expiry,
+            Expiry::AfterCreation(Period {
+                years: 1,
+                months: 0,
+                days: 0
+            })
+        );
         let policy = d.rotation_policy.unwrap();
-        assert_eq!(policy.expires_in, Some(Period { years: 0, months: 0, days: 90 }));
+        assert_eq!(
+            policy.expires_in,
+            Some(Period {
+                years: 0,
+                months: 0,
+                days: 90
+            })
+        );
         assert_eq!(policy.actions.len(), 2);
-        assert!(policy.actions.contains(&DesiredLifetimeAction {
-            action: LifetimeActionType::Rotate,
-            trigger: Trigger::AfterCreate(Period { years: 0, months: 0, days: 30 }.into()),
-        }));
+        assert!(
+            policy.actions.contains(&DesiredLifetimeAction {
+                action: LifetimeActionType::Rotate,
+                trigger: Trigger::AfterCreate(
+                    Period {
+                        years: 0,
+                        months: 0,
+                        days: 30
+                    }
+                    .into()
+                ),
+            })
+        );
         assert_eq!(d.deletion_policy, DeletionPolicy::Retain);
         assert!(d.enabled);
     }
 
     #[test]
-    fn defaults_fill_in_sizes_and_curves() {
+    fn unset_sizes_and_curves_stay_unset() {
+        // Key Vault's defaults are named at creation (plan), never compared against.
+        let unset = Material::Generated {
+            size: None,
+            curve: None,
+            public_exponent: None,
+        };
         let d = check("vaultUrl: https://v.vault.azure.net\nkeyType: EC").unwrap();
-        assert_eq!(d.material, Material::Generated { size: None, curve: Some(Curve::P256), public_exponent: None });
+        assert_eq!(d.material, unset);
         let d = check("vaultUrl: https://v.vault.azure.net\nkeyType: oct-HSM").unwrap();
-        assert_eq!(d.material, Material::Generated { size: Some(256), curve: None, public_exponent: None });
+        assert_eq!(d.material, unset);
+        let d = check("vaultUrl: https://v.vault.azure.net\nkeyType: EC\ncurve: P-384").unwrap();
+        assert!(matches!(
+            d.material,
+            Material::Generated {
+                curve: Some(Curve::P384),
+                ..
+            }
+        ));
         let d = check("vaultUrl: https://v.vault.azure.net:8443\nkeyType: RSA-HSM").unwrap();
         assert_eq!(d.vault_url, "https://v.vault.azure.net:8443");
         assert_eq!(d.key_ops, None);
@@ -388,17 +558,41 @@ rotationPolicy:
     #[test]
     fn rejects_what_key_vault_would_refuse() {
         let cases: &[(&str, &str)] = &[
-            ("vaultUrl: http://v.vault.azure.net\nkeyType: RSA", "vaultUrl"),
-            ("vaultUrl: https://v.vault.azure.net/keys\nkeyType: RSA", "vaultUrl"),
+            (
+                "vaultUrl: http://v.vault.azure.net\nkeyType: RSA",
+                "vaultUrl",
+            ),
+            (
+                "vaultUrl: https://v.vault.azure.net/keys\nkeyType: RSA",
+                "vaultUrl",
+            ),
             ("vaultUrl: not a url\nkeyType: RSA", "vaultUrl"),
             ("vaultUrl: https://v\nkeyType: EC\nkeySize: 2048", "keySize"),
-            ("vaultUrl: https://v\nkeyType: RSA\nkeySize: 1024", "keySize"),
-            ("vaultUrl: https://v\nkeyType: oct-HSM\nkeySize: 2048", "keySize"),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nkeySize: 1024",
+                "keySize",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: oct-HSM\nkeySize: 2048",
+                "keySize",
+            ),
             ("vaultUrl: https://v\nkeyType: RSA\ncurve: P-256", "curve"),
-            ("vaultUrl: https://v\nkeyType: RSA\npublicExponent: 4", "publicExponent"),
-            ("vaultUrl: https://v\nkeyType: EC\npublicExponent: 3", "publicExponent"),
-            ("vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresOn: tomorrow}", "attributes.expiresOn"),
-            ("vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresAfter: 1 year}", "attributes.expiresAfter"),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\npublicExponent: 4",
+                "publicExponent",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: EC\npublicExponent: 3",
+                "publicExponent",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresOn: tomorrow}",
+                "attributes.expiresOn",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresAfter: 1 year}",
+                "attributes.expiresAfter",
+            ),
             (
                 "vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresOn: '2027-01-01T00:00:00Z', expiresAfter: P1Y}",
                 "attributes",
@@ -407,9 +601,18 @@ rotationPolicy:
                 "vaultUrl: https://v\nkeyType: RSA\nattributes: {expiresOn: '2027-01-01T00:00:00Z', notBefore: '2028-01-01T00:00:00Z'}",
                 "attributes.notBefore",
             ),
-            ("vaultUrl: https://v\nkeyType: RSA\ntags: {vaultkey.dev/owner: x}", "tags"),
-            ("vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P27D}", "rotationPolicy.expiresIn"),
-            ("vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: 90 days}", "rotationPolicy.expiresIn"),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\ntags: {vaultkey.dev/owner: x}",
+                "tags",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P27D}",
+                "rotationPolicy.expiresIn",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: 90 days}",
+                "rotationPolicy.expiresIn",
+            ),
             (
                 "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P6D}]}",
                 "rotationPolicy.lifetimeActions",
@@ -450,6 +653,10 @@ rotationPolicy:
                 "vaultUrl: https://v\nkeyType: RSA\nrotateToken: a\nimport: {secretRef: {name: s, key: k}}",
                 "rotateToken",
             ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\nimport: {secretRef: {name: s, key: k}}\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P30D}]}",
+                "rotationPolicy",
+            ),
         ];
         for (yaml, field) in cases {
             let err = check(yaml).expect_err(yaml);
@@ -462,14 +669,20 @@ rotationPolicy:
     fn rejects_invalid_key_names() {
         let s = spec("vaultUrl: https://v\nkeyType: RSA");
         for name in ["", "has.dot", "under_score", &"x".repeat(128)] {
-            assert_eq!(validate_spec(&s, name.to_string()).unwrap_err().field, "keyName");
+            assert_eq!(
+                validate_spec(&s, name.to_string()).unwrap_err().field,
+                "keyName"
+            );
         }
         assert!(validate_spec(&s, "ok-Name-1".into()).is_ok());
     }
 
     #[test]
     fn import_spec_is_valid() {
-        let d = check("vaultUrl: https://v\nkeyType: RSA-HSM\nimport: {secretRef: {name: s, key: jwk}}").unwrap();
+        let d = check(
+            "vaultUrl: https://v\nkeyType: RSA-HSM\nimport: {secretRef: {name: s, key: jwk}}",
+        )
+        .unwrap();
         assert!(matches!(d.material, Material::Imported(ref src) if src.secret_ref.name == "s"));
     }
 

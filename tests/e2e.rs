@@ -16,12 +16,20 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn version_count(vault: &dyn KeyVault, key: &str) -> usize {
-    vault.list_versions(key).await.expect("versions listable").len()
+    vault
+        .list_versions(key)
+        .await
+        .expect("versions listable")
+        .len()
 }
 
 async fn patch_spec(client: &kube::Client, ns: &str, name: &str, spec: serde_json::Value) {
     Api::<VaultKey>::namespaced(client.clone(), ns)
-        .patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": spec })))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
         .await
         .expect("spec patched");
 }
@@ -59,60 +67,133 @@ spec:
 "#,
         url = env.vault_url
     );
-    create(&client, &ns, &manifest).await.expect("how-to manifest accepted");
+    create(&client, &ns, &manifest)
+        .await
+        .expect("how-to manifest accepted");
 
     // kubectl wait, as a user would.
     let wait = tokio::process::Command::new("kubectl")
         .args(["--kubeconfig"])
         .arg(&env.kubeconfig)
-        .args(["wait", "-n", &ns, "--for=condition=Ready", "vaultkey/signing", "--timeout=60s"])
+        .args([
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Ready",
+            "vaultkey/signing",
+            "--timeout=60s",
+        ])
         .output()
         .await
         .expect("kubectl runs");
-    assert!(wait.status.success(), "kubectl wait failed: {}", String::from_utf8_lossy(&wait.stderr));
+    assert!(
+        wait.status.success(),
+        "kubectl wait failed: {}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
 
     let vk = wait_ready(&client, &ns, "signing", "True").await;
     let status = vk.status.clone().unwrap();
-    let latest = vault.get_key(&key).await.unwrap().expect("key exists in the vault");
-    assert_eq!(status.current_version.as_deref(), Some(latest.version.as_str()));
+    let latest = vault
+        .get_key(&key)
+        .await
+        .unwrap()
+        .expect("key exists in the vault");
+    assert_eq!(
+        status.current_version.as_deref(),
+        Some(latest.version.as_str())
+    );
     assert_eq!(status.current_key_id, Some(latest.versioned_id()));
     assert_eq!(status.key_id, Some(latest.key_id.clone()));
     assert_eq!(latest.key_type, "RSA");
     assert_eq!(latest.key_size, Some(2048));
-    assert_eq!(latest.key_ops, ["decrypt".to_string(), "encrypt".to_string()].into());
-    assert_eq!(latest.tags.get("project").map(String::as_str), Some("test-project"));
+    assert_eq!(
+        latest.key_ops,
+        ["decrypt".to_string(), "encrypt".to_string()].into()
+    );
+    assert_eq!(
+        latest.tags.get("project").map(String::as_str),
+        Some("test-project")
+    );
     assert_eq!(latest.tags.get(OWNER_TAG), Some(&format!("{ns}/signing")));
     let created = latest.created.unwrap();
     let exp = latest.expires_on.expect("expiry set one year out");
     let lifetime = (exp - created).num_days();
-    assert!((365..=366).contains(&lifetime), "expiry one year after creation: exp {exp}, created {created}");
-    let policy = vault.get_rotation_policy(&key).await.unwrap().expect("policy set");
+    assert!(
+        (365..=366).contains(&lifetime),
+        "expiry one year after creation: exp {exp}, created {created}"
+    );
+    let policy = vault
+        .get_rotation_policy(&key)
+        .await
+        .unwrap()
+        .expect("policy set");
     assert_eq!(policy.expires_in.as_deref(), Some("P90D"));
     assert_eq!(policy.actions.len(), 2);
-    assert!(policy.actions.iter().any(|a| a.action.eq_ignore_ascii_case("rotate") && a.time_after_create.as_deref() == Some("P30D")));
-    assert!(policy.actions.iter().any(|a| a.action.eq_ignore_ascii_case("notify") && a.time_before_expiry.as_deref() == Some("P7D")));
-    assert!(status.next_rotation_time.is_some(), "next rotation computed from the policy");
+    assert!(
+        policy
+            .actions
+            .iter()
+            .any(|a| a.action.eq_ignore_ascii_case("rotate")
+                && a.time_after_create.as_deref() == Some("P30D"))
+    );
+    assert!(
+        policy
+            .actions
+            .iter()
+            .any(|a| a.action.eq_ignore_ascii_case("notify")
+                && a.time_before_expiry.as_deref() == Some("P7D"))
+    );
+    assert!(
+        status.next_rotation_time.is_some(),
+        "next rotation computed from the policy"
+    );
     assert_eq!(version_count(vault.as_ref(), &key).await, 1);
 
     // 2. Manual rotation through the spec: exactly one new version per token change.
-    patch_spec(&client, &ns, "signing", serde_json::json!({"rotateToken": "2026-11-25"})).await;
+    patch_spec(
+        &client,
+        &ns,
+        "signing",
+        serde_json::json!({"rotateToken": "2026-11-25"}),
+    )
+    .await;
     let before = latest.version.clone();
     let vk = eventually("manual rotation in status", WAIT, || async {
         let vk = get_vk(&client, &ns, "signing").await;
         let s = vk.status.as_ref()?;
-        (s.observed_rotate_token.as_deref() == Some("2026-11-25") && s.current_version.as_deref() != Some(before.as_str()))
-            .then_some(vk.clone())
+        (s.observed_rotate_token.as_deref() == Some("2026-11-25")
+            && s.current_version.as_deref() != Some(before.as_str()))
+        .then_some(vk.clone())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await; // two more resyncs must not rotate again
-    assert_eq!(version_count(vault.as_ref(), &key).await, 2, "exactly one new version");
+    assert_eq!(
+        version_count(vault.as_ref(), &key).await,
+        2,
+        "exactly one new version"
+    );
     let latest = vault.get_key(&key).await.unwrap().unwrap();
-    assert_eq!(vk.status.as_ref().unwrap().current_version.as_deref(), Some(latest.version.as_str()));
-    assert!(events(&client, &ns, "signing").await.iter().any(|(reason, _)| reason == "Rotated"), "a Rotated event");
+    assert_eq!(
+        vk.status.as_ref().unwrap().current_version.as_deref(),
+        Some(latest.version.as_str())
+    );
+    assert!(
+        events(&client, &ns, "signing")
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "Rotated"),
+        "a Rotated event"
+    );
 
     // 3. Automatic rotation: 31 days later Key Vault has rotated; status follows.
-    let shifted = env.emulator_post(&format!("/time-shift?seconds={}", 31 * 24 * 3600)).await;
-    assert!(shifted.to_string().contains(&key), "the emulator rotated the key: {shifted}");
+    let shifted = env
+        .emulator_post(&format!("/time-shift?seconds={}", 31 * 24 * 3600))
+        .await;
+    assert!(
+        shifted.to_string().contains(&key),
+        "the emulator rotated the key: {shifted}"
+    );
     let auto = eventually("automatic rotation in status", WAIT, || async {
         let vk = get_vk(&client, &ns, "signing").await;
         let s = vk.status.clone()?;
@@ -120,7 +201,10 @@ spec:
     })
     .await;
     let latest = vault.get_key(&key).await.unwrap().unwrap();
-    assert_eq!(auto.current_version.as_deref(), Some(latest.version.as_str()));
+    assert_eq!(
+        auto.current_version.as_deref(),
+        Some(latest.version.as_str())
+    );
     assert_eq!(version_count(vault.as_ref(), &key).await, 3);
     assert!(auto.last_rotation_time.is_some());
 }
@@ -143,7 +227,10 @@ async fn imports_material_once_per_change_without_leaking_it() {
         "stringData": {"key.json": jwk}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     create(
         &client,
         &ns,
@@ -158,13 +245,26 @@ async fn imports_material_once_per_change_without_leaking_it() {
     let first = vault.get_key(&key).await.unwrap().unwrap();
     let status = vk.status.unwrap();
     assert_eq!(status.public_key_thumbprint, first.public_thumbprint);
-    assert!(status.imported_material.as_deref().is_some_and(|f| f.starts_with("sha256:")));
+    assert!(
+        status
+            .imported_material
+            .as_deref()
+            .is_some_and(|f| f.starts_with("sha256:"))
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(version_count(vault.as_ref(), &key).await, 1, "a resync does not import again");
+    assert_eq!(
+        version_count(vault.as_ref(), &key).await,
+        1,
+        "a resync does not import again"
+    );
 
     // New material: exactly one new version.
     secrets
-        .patch("material", &PatchParams::default(), &Patch::Merge(serde_json::json!({"stringData": {"key.json": pem}})))
+        .patch(
+            "material",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"key.json": pem}})),
+        )
         .await
         .unwrap();
     eventually("second import", WAIT, || async {
@@ -173,8 +273,17 @@ async fn imports_material_once_per_change_without_leaking_it() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(version_count(vault.as_ref(), &key).await, 2, "changed material imports exactly once");
-    assert!(events(&client, &ns, "imported").await.iter().any(|(reason, _)| reason == "Imported"));
+    assert_eq!(
+        version_count(vault.as_ref(), &key).await,
+        2,
+        "changed material imports exactly once"
+    );
+    assert!(
+        events(&client, &ns, "imported")
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "Imported")
+    );
 
     // No piece of the private members in the logs (trace level), events or status.
     let logs = operator.logs();
@@ -185,13 +294,22 @@ async fn imports_material_once_per_change_without_leaking_it() {
         let value = private[member].as_str().unwrap();
         for piece in value.as_bytes().chunks(16).filter(|c| c.len() == 16) {
             let piece = std::str::from_utf8(piece).unwrap();
-            assert!(!logs.contains(piece), "private member {member} leaked into the logs");
-            assert!(!vk_text.contains(piece) && !event_text.contains(piece), "private member {member} leaked");
+            assert!(
+                !logs.contains(piece),
+                "private member {member} leaked into the logs"
+            );
+            assert!(
+                !vk_text.contains(piece) && !event_text.contains(piece),
+                "private member {member} leaked"
+            );
         }
     }
     let pem_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     for piece in pem_body.as_bytes().chunks(16).filter(|c| c.len() == 16) {
-        assert!(!logs.contains(std::str::from_utf8(piece).unwrap()), "PEM material leaked into the logs");
+        assert!(
+            !logs.contains(std::str::from_utf8(piece).unwrap()),
+            "PEM material leaked into the logs"
+        );
     }
 }
 
@@ -209,8 +327,14 @@ async fn ec_and_oct_hsm_keys() {
     create(&client, &ns, &format!("apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: oct}}\nspec:\n  vaultUrl: {}\n  keyName: {oct}\n  keyType: oct-HSM\n  keySize: 256\n", env.vault_url)).await.unwrap();
     let vk = wait_ready(&client, &ns, "ec", "True").await;
     let key = vault.get_key(&ec).await.unwrap().unwrap();
-    assert_eq!((key.key_type.as_str(), key.curve.as_deref()), ("EC", Some("P-256")));
-    assert_eq!(key.key_ops, ["sign".to_string(), "verify".to_string()].into());
+    assert_eq!(
+        (key.key_type.as_str(), key.curve.as_deref()),
+        ("EC", Some("P-256"))
+    );
+    assert_eq!(
+        key.key_ops,
+        ["sign".to_string(), "verify".to_string()].into()
+    );
     assert_eq!(vk.status.unwrap().curve.as_deref(), Some("P-256"));
     wait_ready(&client, &ns, "oct", "True").await;
     let key = vault.get_key(&oct).await.unwrap().unwrap();
@@ -240,15 +364,32 @@ async fn drift_is_corrected_and_spec_changes_followed() {
         tags: Some(tags),
         ..Default::default()
     };
-    vault.update_key(&key, &original.version, &tampered).await.unwrap();
+    vault
+        .update_key(&key, &original.version, &tampered)
+        .await
+        .unwrap();
     let restored = eventually("drift corrected", WAIT, || async {
         let k = vault.get_key(&key).await.ok()??;
-        (k.enabled && k.tags.get("team").map(String::as_str) == Some("payments") && !k.tags.contains_key("extra")).then_some(k)
+        (k.enabled
+            && k.tags.get("team").map(String::as_str) == Some("payments")
+            && !k.tags.contains_key("extra"))
+        .then_some(k)
     })
     .await;
-    assert_eq!(restored.key_ops, ["unwrapKey".to_string(), "wrapKey".to_string()].into());
-    assert_eq!(restored.version, original.version, "no new version for property drift");
-    assert!(events(&client, &ns, "drift").await.iter().any(|(reason, _)| reason == "DriftCorrected"));
+    assert_eq!(
+        restored.key_ops,
+        ["unwrapKey".to_string(), "wrapKey".to_string()].into()
+    );
+    assert_eq!(
+        restored.version, original.version,
+        "no new version for property drift"
+    );
+    assert!(
+        events(&client, &ns, "drift")
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "DriftCorrected")
+    );
 
     // A spec change is followed, still without a new version.
     patch_spec(&client, &ns, "drift", serde_json::json!({"tags": {"team": "payments", "tier": "gold"}, "attributes": {"enabled": false}})).await;
@@ -283,7 +424,12 @@ async fn deletion_policies() {
         let name = policy.to_lowercase();
         create(&client, &ns, &format!("apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: {name}}}\nspec:\n  vaultUrl: {}\n  keyName: {name}-{ns}\n  keyType: EC\n  deletionPolicy: {policy}\n", env.purgeable_vault_url)).await.unwrap();
         let vk = wait_ready(&client, &ns, &name, "True").await;
-        assert!(vk.metadata.finalizers.unwrap_or_default().contains(&"vaultkey.dev/cleanup".to_string()));
+        assert!(
+            vk.metadata
+                .finalizers
+                .unwrap_or_default()
+                .contains(&"vaultkey.dev/cleanup".to_string())
+        );
         api.delete(&name, &DeleteParams::default()).await.unwrap();
     }
     for name in ["retain", "delete", "purge"] {
@@ -292,11 +438,44 @@ async fn deletion_policies() {
         })
         .await;
     }
-    assert!(vault.get_key(&format!("retain-{ns}")).await.unwrap().is_some(), "Retain leaves the key");
-    assert!(vault.get_key(&format!("delete-{ns}")).await.unwrap().is_none());
-    assert!(vault.get_deleted_key(&format!("delete-{ns}")).await.unwrap().is_some(), "Delete soft-deletes");
-    assert!(vault.get_key(&format!("purge-{ns}")).await.unwrap().is_none());
-    assert!(vault.get_deleted_key(&format!("purge-{ns}")).await.unwrap().is_none(), "Purge purges");
+    assert!(
+        vault
+            .get_key(&format!("retain-{ns}"))
+            .await
+            .unwrap()
+            .is_some(),
+        "Retain leaves the key"
+    );
+    assert!(
+        vault
+            .get_key(&format!("delete-{ns}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        vault
+            .get_deleted_key(&format!("delete-{ns}"))
+            .await
+            .unwrap()
+            .is_some(),
+        "Delete soft-deletes"
+    );
+    assert!(
+        vault
+            .get_key(&format!("purge-{ns}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        vault
+            .get_deleted_key(&format!("purge-{ns}"))
+            .await
+            .unwrap()
+            .is_none(),
+        "Purge purges"
+    );
 }
 
 /// 8a. Invalid manifests never reach the operator: the API server refuses them.
@@ -307,24 +486,45 @@ async fn invalid_manifests_are_rejected_at_apply_time() {
     let ns = fresh_namespace(&client, "invalid").await;
     let cases = [
         ("keyType: DSA", "Unsupported value: \"DSA\""),
-        ("keyType: EC\n  keySize: 2048", "keySize applies only to RSA"),
-        ("keyType: RSA\n  keySize: 1024", "RSA keySize must be 2048, 3072 or 4096"),
+        (
+            "keyType: EC\n  keySize: 2048",
+            "keySize applies only to RSA",
+        ),
+        (
+            "keyType: RSA\n  keySize: 1024",
+            "RSA keySize must be 2048, 3072 or 4096",
+        ),
         ("keyType: RSA\n  curve: P-256", "curve applies only to EC"),
-        ("keyType: RSA\n  rotationPolicy: {expiresIn: 90days}", "expiresIn"),
-        ("keyType: RSA\n  rotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Notify, timeAfterCreate: P30D}]}", "Notify action takes timeBeforeExpiry"),
-        ("keyType: RSA\n  rotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P30D}, {action: Rotate, timeAfterCreate: P40D}]}", "at most one Rotate"),
+        (
+            "keyType: RSA\n  rotationPolicy: {expiresIn: 90days}",
+            "expiresIn",
+        ),
+        (
+            "keyType: RSA\n  rotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Notify, timeAfterCreate: P30D}]}",
+            "Notify action takes timeBeforeExpiry",
+        ),
+        (
+            "keyType: RSA\n  rotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P30D}, {action: Rotate, timeAfterCreate: P40D}]}",
+            "at most one Rotate",
+        ),
         ("keyType: RSA\n  keyName: no_underscores", "keyName"),
         ("keyType: RSA\n  tags: {vaultkey.dev/owner: me}", "reserved"),
     ];
     for (i, (spec, expected)) in cases.iter().enumerate() {
-        let manifest = format!("apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: bad-{i}}}\nspec:\n  vaultUrl: https://v.vault.azure.net\n  {spec}\n");
+        let manifest = format!(
+            "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: bad-{i}}}\nspec:\n  vaultUrl: https://v.vault.azure.net\n  {spec}\n"
+        );
         let err = kubectl_apply(&env, &ns, &manifest).await.expect_err(spec);
         assert!(err.contains(expected), "{spec}: {err}");
     }
     // Identity fields are immutable.
     create(&client, &ns, "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {name: fixed}\nspec:\n  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n").await.unwrap();
     let err = Api::<VaultKey>::namespaced(client.clone(), &ns)
-        .patch("fixed", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"vaultUrl": "https://w.vault.azure.net"}})))
+        .patch(
+            "fixed",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"vaultUrl": "https://w.vault.azure.net"}})),
+        )
         .await
         .expect_err("vaultUrl change refused");
     assert!(err.to_string().contains("vaultUrl is immutable"), "{err}");
@@ -346,7 +546,10 @@ async fn problems_become_conditions_and_leave_the_vault_alone() {
         size: None,
         curve: None,
         public_exponent: None,
-        properties: KeyProperties { tags: Some([("owner".to_string(), "someone".to_string())].into()), ..Default::default() },
+        properties: KeyProperties {
+            tags: Some([("owner".to_string(), "someone".to_string())].into()),
+            ..Default::default()
+        },
     };
     let existing = vault.create_key(&foreign, &create_params).await.unwrap();
     create(&client, &ns, &format!("apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: foreign}}\nspec:\n  vaultUrl: {}\n  keyName: {foreign}\n  keyType: EC\n  tags: {{a: b}}\n", env.vault_url)).await.unwrap();
@@ -381,9 +584,20 @@ async fn problems_become_conditions_and_leave_the_vault_alone() {
     assert_eq!(after.version, existing.version);
     assert_eq!(after.tags, existing.tags, "the foreign key was not touched");
     assert_eq!(version_count(vault.as_ref(), &owned).await, 1);
-    assert!(vault.get_key(&format!("nosecret-{ns}")).await.unwrap().is_none());
+    assert!(
+        vault
+            .get_key(&format!("nosecret-{ns}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let warnings = events(&client, &ns, "foreign").await;
-    assert!(warnings.iter().any(|(reason, _)| reason == "KeyExistsNotAdopted"), "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|(reason, _)| reason == "KeyExistsNotAdopted"),
+        "{warnings:?}"
+    );
     assert!(operator.is_running(), "the operator did not crash");
 }
 
@@ -401,23 +615,79 @@ async fn steady_state_makes_no_writes() {
         wait_ready(&client, &ns, &format!("k{i}"), "True").await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await; // let the last status writes settle
-    let write_ops = ["create_key", "import_key", "update_key", "set_rotation_policy", "rotate_key", "delete_key", "purge_deleted_key"];
+    let write_ops = [
+        "create_key",
+        "import_key",
+        "update_key",
+        "set_rotation_policy",
+        "rotate_key",
+        "delete_key",
+        "purge_deleted_key",
+    ];
     let mut before = Vec::new();
     for op in write_ops {
-        before.push(operator.sum("vaultkey_keyvault_requests_total", &[&format!("operation=\"{op}\"")]).await);
+        before.push(
+            operator
+                .sum(
+                    "vaultkey_keyvault_requests_total",
+                    &[&format!("operation=\"{op}\"")],
+                )
+                .await,
+        );
     }
     let kube_before = operator.sum("vaultkey_kubernetes_writes_total", &[]).await;
-    let reads_before = operator.sum("vaultkey_keyvault_requests_total", &["operation=\"get_key\""]).await;
+    let reads_before = operator
+        .sum(
+            "vaultkey_keyvault_requests_total",
+            &["operation=\"get_key\""],
+        )
+        .await;
     tokio::time::sleep(Duration::from_secs(6)).await; // several resyncs at 1 s
     let mut after = Vec::new();
     for op in write_ops {
-        after.push(operator.sum("vaultkey_keyvault_requests_total", &[&format!("operation=\"{op}\"")]).await);
+        after.push(
+            operator
+                .sum(
+                    "vaultkey_keyvault_requests_total",
+                    &[&format!("operation=\"{op}\"")],
+                )
+                .await,
+        );
     }
     assert_eq!(before, after, "no Key Vault write in steady state");
-    assert_eq!(operator.sum("vaultkey_kubernetes_writes_total", &[]).await, kube_before, "no Kubernetes write in steady state");
-    let reads = operator.sum("vaultkey_keyvault_requests_total", &["operation=\"get_key\""]).await - reads_before;
-    assert!(reads >= 3.0, "the keys were re-read during the window ({reads})");
+    assert_eq!(
+        operator.sum("vaultkey_kubernetes_writes_total", &[]).await,
+        kube_before,
+        "no Kubernetes write in steady state"
+    );
+    let reads = operator
+        .sum(
+            "vaultkey_keyvault_requests_total",
+            &["operation=\"get_key\""],
+        )
+        .await
+        - reads_before;
+    assert!(
+        reads >= 3.0,
+        "the keys were re-read during the window ({reads})"
+    );
     // Creation cost per key: 1 read + 1 create + 1 policy write (plus one deleted-name check).
-    assert_eq!(operator.sum("vaultkey_keyvault_requests_total", &["operation=\"create_key\""]).await, 3.0);
-    assert_eq!(operator.sum("vaultkey_keyvault_requests_total", &["operation=\"set_rotation_policy\""]).await, 3.0);
+    assert_eq!(
+        operator
+            .sum(
+                "vaultkey_keyvault_requests_total",
+                &["operation=\"create_key\""]
+            )
+            .await,
+        3.0
+    );
+    assert_eq!(
+        operator
+            .sum(
+                "vaultkey_keyvault_requests_total",
+                &["operation=\"set_rotation_policy\""]
+            )
+            .await,
+        3.0
+    );
 }

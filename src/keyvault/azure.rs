@@ -14,11 +14,11 @@ use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequest
 use azure_core::http::{ClientOptions, RequestContent, RetryOptions, StatusCode, Transport};
 use azure_core::time::OffsetDateTime;
 use azure_security_keyvault_keys::models::{
-    CreateKeyParameters, CurveName, ImportKeyParameters, JsonWebKey, Key, KeyAttributes as SdkAttributes,
-    KeyClientGetKeyOptions, KeyClientUpdateKeyPropertiesOptions, KeyOperation as SdkOperation,
-    KeyReleasePolicy, KeyRotationPolicy, KeyRotationPolicyAction, KeyRotationPolicyAttributes,
-    KeyType as SdkKeyType, LifetimeAction, LifetimeActionTrigger, LifetimeActionType,
-    UpdateKeyPropertiesParameters,
+    CreateKeyParameters, CurveName, ImportKeyParameters, JsonWebKey, Key,
+    KeyAttributes as SdkAttributes, KeyClientGetKeyOptions, KeyClientUpdateKeyPropertiesOptions,
+    KeyOperation as SdkOperation, KeyReleasePolicy, KeyRotationPolicy, KeyRotationPolicyAction,
+    KeyRotationPolicyAttributes, KeyType as SdkKeyType, LifetimeAction, LifetimeActionTrigger,
+    LifetimeActionType, UpdateKeyPropertiesParameters,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use chrono::{DateTime, Utc};
@@ -26,8 +26,8 @@ use futures::TryStreamExt;
 
 use super::budget::{Budget, Limits, RequestClass};
 use super::{
-    CreateKey, DeletedKey, ImportKey, KeyProperties, KeyVault, KeyVersion, ObservedAction, ObservedKey, ObservedPolicy,
-    Operation, VaultError, VaultErrorKind, VaultProvider, VaultResult,
+    CreateKey, DeletedKey, ImportKey, KeyProperties, KeyVault, KeyVersion, ObservedAction,
+    ObservedKey, ObservedPolicy, Operation, VaultError, VaultErrorKind, VaultProvider, VaultResult,
 };
 use crate::api::{KeyType, LifetimeActionType as SpecAction};
 use crate::key_material::{Curve as MaterialCurve, JwkKty, ec_jwk_thumbprint, rsa_jwk_thumbprint};
@@ -42,7 +42,11 @@ pub enum CredentialSource {
     /// Managed identity of the node or pod; optionally a user-assigned client id.
     ManagedIdentity { client_id: Option<String> },
     /// A service principal with a client secret.
-    ClientSecret { tenant_id: String, client_id: String, secret: String },
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        secret: String,
+    },
     /// The signed-in Azure CLI user (local development).
     AzureCli,
     /// A fixed bearer token, for Key Vault emulators only.
@@ -51,17 +55,28 @@ pub enum CredentialSource {
 
 pub fn credential(source: &CredentialSource) -> azure_core::Result<Arc<dyn TokenCredential>> {
     Ok(match source {
-        CredentialSource::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(None)?,
+        CredentialSource::WorkloadIdentity => {
+            azure_identity::WorkloadIdentityCredential::new(None)?
+        }
         CredentialSource::ManagedIdentity { client_id } => {
             let options = azure_identity::ManagedIdentityCredentialOptions {
-                user_assigned_id: client_id.clone().map(azure_identity::UserAssignedId::ClientId),
+                user_assigned_id: client_id
+                    .clone()
+                    .map(azure_identity::UserAssignedId::ClientId),
                 ..Default::default()
             };
             azure_identity::ManagedIdentityCredential::new(Some(options))?
         }
-        CredentialSource::ClientSecret { tenant_id, client_id, secret } => {
-            azure_identity::ClientSecretCredential::new(tenant_id, client_id.clone(), Secret::new(secret.clone()), None)?
-        }
+        CredentialSource::ClientSecret {
+            tenant_id,
+            client_id,
+            secret,
+        } => azure_identity::ClientSecretCredential::new(
+            tenant_id,
+            client_id.clone(),
+            Secret::new(secret.clone()),
+            None,
+        )?,
         CredentialSource::AzureCli => azure_identity::AzureCliCredential::new(None)?,
         CredentialSource::EmulatorStaticToken(token) => Arc::new(StaticToken(token.clone())),
     })
@@ -78,7 +93,10 @@ impl TokenCredential for StaticToken {
         _scopes: &[&str],
         _options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        Ok(AccessToken::new(self.0.clone(), OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1)))
+        Ok(AccessToken::new(
+            self.0.clone(),
+            OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
+        ))
     }
 }
 
@@ -120,7 +138,13 @@ impl AzureVaultProvider {
             }
             None => None,
         };
-        Ok(AzureVaultProvider { credential, settings, transport, metrics, vaults: Mutex::new(HashMap::new()) })
+        Ok(AzureVaultProvider {
+            credential,
+            settings,
+            transport,
+            metrics,
+            vaults: Mutex::new(HashMap::new()),
+        })
     }
 }
 
@@ -139,9 +163,14 @@ impl VaultProvider for AzureVaultProvider {
             verify_challenge_resource: Some(self.settings.verify_challenge_resource),
             ..Default::default()
         };
-        let client = KeyClient::new(vault_url, self.credential.clone(), Some(options)).map_err(|e| {
-            VaultError::new(VaultErrorKind::Other, Operation::GetKey, format!("creating a client for {vault_url}: {e}"))
-        })?;
+        let client =
+            KeyClient::new(vault_url, self.credential.clone(), Some(options)).map_err(|e| {
+                VaultError::new(
+                    VaultErrorKind::Other,
+                    Operation::GetKey,
+                    format!("creating a client for {vault_url}: {e}"),
+                )
+            })?;
         let vault = Arc::new(AzureVault {
             client,
             vault_url: vault_url.to_owned(),
@@ -164,7 +193,12 @@ pub struct AzureVault {
 
 impl AzureVault {
     /// Runs one SDK call under the budget, a timeout and a metric, classifying its error.
-    async fn call<T, F>(&self, operation: Operation, class: RequestClass, request: F) -> VaultResult<T>
+    async fn call<T, F>(
+        &self,
+        operation: Operation,
+        class: RequestClass,
+        request: F,
+    ) -> VaultResult<T>
     where
         F: Future<Output = azure_core::Result<T>>,
     {
@@ -174,23 +208,36 @@ impl AzureVault {
         let elapsed = start.elapsed();
         match result {
             Err(_) => {
-                self.metrics.vault_request(operation.as_str(), "timeout", elapsed);
+                self.metrics
+                    .vault_request(operation.as_str(), "timeout", elapsed);
                 Err(VaultError::new(
                     VaultErrorKind::Timeout,
                     operation,
-                    format!("no answer from {} within {:?}; the outcome is unknown", self.vault_url, self.timeout),
+                    format!(
+                        "no answer from {} within {:?}; the outcome is unknown",
+                        self.vault_url, self.timeout
+                    ),
                 ))
             }
             Ok(Ok(value)) => {
-                self.metrics.vault_request(operation.as_str(), "200", elapsed);
+                self.metrics
+                    .vault_request(operation.as_str(), "200", elapsed);
                 Ok(value)
             }
             Ok(Err(err)) => {
                 let error = classify(operation, &err);
-                let status = error.status.map_or_else(|| "transport".to_owned(), |s| s.to_string());
-                self.metrics.vault_request(operation.as_str(), &status, elapsed);
+                let status = error
+                    .status
+                    .map_or_else(|| "transport".to_owned(), |s| s.to_string());
+                self.metrics
+                    .vault_request(operation.as_str(), &status, elapsed);
                 if let VaultErrorKind::Throttled { retry_after } = error.kind {
-                    self.metrics.vault_throttled.get_or_create(&VaultLabels { vault: self.vault_url.clone() }).inc();
+                    self.metrics
+                        .vault_throttled
+                        .get_or_create(&VaultLabels {
+                            vault: self.vault_url.clone(),
+                        })
+                        .inc();
                     self.budget.pause(retry_after).await;
                 }
                 Err(error)
@@ -211,7 +258,11 @@ impl AzureVault {
     }
 
     fn create_class(&self, key_type: KeyType) -> RequestClass {
-        if key_type.is_hsm() { RequestClass::HsmCreate } else { RequestClass::SoftwareCreate }
+        if key_type.is_hsm() {
+            RequestClass::HsmCreate
+        } else {
+            RequestClass::SoftwareCreate
+        }
     }
 }
 
@@ -226,7 +277,11 @@ impl KeyVault for AzureVault {
     async fn get_key(&self, name: &str) -> VaultResult<Option<ObservedKey>> {
         let key = self
             .read(Operation::GetKey, async {
-                model(self.client.get_key(name, Some(KeyClientGetKeyOptions::default())).await?)
+                model(
+                    self.client
+                        .get_key(name, Some(KeyClientGetKeyOptions::default()))
+                        .await?,
+                )
             })
             .await?;
         key.map(|k| observed_key(Operation::GetKey, &k)).transpose()
@@ -259,7 +314,11 @@ impl KeyVault for AzureVault {
             })
             .collect();
         // Key Vault does not promise an order; newest first is what status shows.
-        out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.version.cmp(&b.version)));
+        out.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| a.version.cmp(&b.version))
+        });
         Ok(out)
     }
 
@@ -276,16 +335,24 @@ impl KeyVault for AzureVault {
             return Ok(Some(ObservedPolicy::default()));
         }
         let policy: RawPolicy = serde_json::from_str(&body).map_err(|e| {
-            VaultError::new(VaultErrorKind::Other, Operation::GetRotationPolicy, format!("unreadable rotation policy: {e}"))
+            VaultError::new(
+                VaultErrorKind::Other,
+                Operation::GetRotationPolicy,
+                format!("unreadable rotation policy: {e}"),
+            )
         })?;
         Ok(Some(policy.into()))
     }
 
     async fn get_deleted_key(&self, name: &str) -> VaultResult<Option<DeletedKey>> {
         Ok(self
-            .read(Operation::GetDeletedKey, async { model(self.client.get_deleted_key(name, None).await?) })
+            .read(Operation::GetDeletedKey, async {
+                model(self.client.get_deleted_key(name, None).await?)
+            })
             .await?
-            .map(|deleted| DeletedKey { tags: deleted.tags.unwrap_or_default().into_iter().collect() }))
+            .map(|deleted| DeletedKey {
+                tags: deleted.tags.unwrap_or_default().into_iter().collect(),
+            }))
     }
 
     async fn create_key(&self, name: &str, key: &CreateKey) -> VaultResult<ObservedKey> {
@@ -297,13 +364,21 @@ impl KeyVault for AzureVault {
             key_ops: key.properties.key_ops.as_ref().map(sdk_ops),
             key_attributes: Some(sdk_attributes(&key.properties)),
             tags: key.properties.tags.as_ref().map(hash_tags),
-            release_policy: key.properties.release_policy.as_ref().map(sdk_release_policy),
+            release_policy: key
+                .properties
+                .release_policy
+                .as_ref()
+                .map(sdk_release_policy),
         };
-        let body: RequestContent<_> = params.try_into().map_err(|e| encoding_error(Operation::CreateKey, e))?;
+        let body: RequestContent<_> = params
+            .try_into()
+            .map_err(|e| encoding_error(Operation::CreateKey, e))?;
         let created = self
-            .call(Operation::CreateKey, self.create_class(key.key_type), async {
-                model(self.client.create_key(name, body, None).await?)
-            })
+            .call(
+                Operation::CreateKey,
+                self.create_class(key.key_type),
+                async { model(self.client.create_key(name, body, None).await?) },
+            )
             .await?;
         observed_key(Operation::CreateKey, &created)
     }
@@ -341,45 +416,84 @@ impl KeyVault for AzureVault {
             hsm: key.hsm.then_some(true),
             key_attributes: Some(sdk_attributes(&key.properties)),
             tags: key.properties.tags.as_ref().map(hash_tags),
-            release_policy: key.properties.release_policy.as_ref().map(sdk_release_policy),
+            release_policy: key
+                .properties
+                .release_policy
+                .as_ref()
+                .map(sdk_release_policy),
         };
-        let body: RequestContent<_> = params.try_into().map_err(|e| encoding_error(Operation::ImportKey, e))?;
-        let class = if key.hsm { RequestClass::HsmCreate } else { RequestClass::SoftwareCreate };
+        let body: RequestContent<_> = params
+            .try_into()
+            .map_err(|e| encoding_error(Operation::ImportKey, e))?;
+        let class = if key.hsm {
+            RequestClass::HsmCreate
+        } else {
+            RequestClass::SoftwareCreate
+        };
         let imported = self
-            .call(Operation::ImportKey, class, async { model(self.client.import_key(name, body, None).await?) })
+            .call(Operation::ImportKey, class, async {
+                model(self.client.import_key(name, body, None).await?)
+            })
             .await?;
         observed_key(Operation::ImportKey, &imported)
     }
 
-    async fn update_key(&self, name: &str, version: &str, properties: &KeyProperties) -> VaultResult<ObservedKey> {
+    async fn update_key(
+        &self,
+        name: &str,
+        version: &str,
+        properties: &KeyProperties,
+    ) -> VaultResult<ObservedKey> {
         let params = UpdateKeyPropertiesParameters {
             key_ops: properties.key_ops.as_ref().map(sdk_ops),
             key_attributes: Some(sdk_attributes(properties)),
             tags: properties.tags.as_ref().map(hash_tags),
             release_policy: None,
         };
-        let body: RequestContent<_> = params.try_into().map_err(|e| encoding_error(Operation::UpdateKey, e))?;
+        let body: RequestContent<_> = params
+            .try_into()
+            .map_err(|e| encoding_error(Operation::UpdateKey, e))?;
         // Always name the version: PATCH on a versionless URL is not routed by every
         // implementation, and naming it makes the write hit exactly the version we read.
-        let options = KeyClientUpdateKeyPropertiesOptions { key_version: Some(version.to_owned()), ..Default::default() };
+        let options = KeyClientUpdateKeyPropertiesOptions {
+            key_version: Some(version.to_owned()),
+            ..Default::default()
+        };
         let updated = self
             .call(Operation::UpdateKey, RequestClass::Other, async {
-                model(self.client.update_key_properties(name, body, Some(options)).await?)
+                model(
+                    self.client
+                        .update_key_properties(name, body, Some(options))
+                        .await?,
+                )
             })
             .await?;
         observed_key(Operation::UpdateKey, &updated)
     }
 
-    async fn set_rotation_policy(&self, name: &str, policy: &DesiredRotationPolicy) -> VaultResult<ObservedPolicy> {
-        let body: RequestContent<_> = sdk_policy(policy).try_into().map_err(|e| encoding_error(Operation::SetRotationPolicy, e))?;
+    async fn set_rotation_policy(
+        &self,
+        name: &str,
+        policy: &DesiredRotationPolicy,
+    ) -> VaultResult<ObservedPolicy> {
+        let body: RequestContent<_> = sdk_policy(policy)
+            .try_into()
+            .map_err(|e| encoding_error(Operation::SetRotationPolicy, e))?;
         let response = self
             .call(Operation::SetRotationPolicy, RequestClass::Other, async {
-                let response = self.client.update_key_rotation_policy(name, body, None).await?;
+                let response = self
+                    .client
+                    .update_key_rotation_policy(name, body, None)
+                    .await?;
                 response.into_body().into_string()
             })
             .await?;
         let policy: RawPolicy = serde_json::from_str(&response).map_err(|e| {
-            VaultError::new(VaultErrorKind::Other, Operation::SetRotationPolicy, format!("unreadable rotation policy: {e}"))
+            VaultError::new(
+                VaultErrorKind::Other,
+                Operation::SetRotationPolicy,
+                format!("unreadable rotation policy: {e}"),
+            )
         })?;
         Ok(policy.into())
     }
@@ -395,9 +509,11 @@ impl KeyVault for AzureVault {
     }
 
     async fn delete_key(&self, name: &str) -> VaultResult<()> {
-        self.read(Operation::DeleteKey, async { model(self.client.delete_key(name, None).await?) })
-            .await
-            .map(|_| ())
+        self.read(Operation::DeleteKey, async {
+            model(self.client.delete_key(name, None).await?)
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn purge_deleted_key(&self, name: &str) -> VaultResult<()> {
@@ -411,7 +527,11 @@ impl KeyVault for AzureVault {
 }
 
 fn encoding_error(operation: Operation, err: azure_core::Error) -> VaultError {
-    VaultError::new(VaultErrorKind::Other, operation, format!("encoding the request: {err}"))
+    VaultError::new(
+        VaultErrorKind::Other,
+        operation,
+        format!("encoding the request: {err}"),
+    )
 }
 
 /// The rotation policy as JSON, read leniently: action names in any case.
@@ -458,7 +578,10 @@ impl From<RawPolicy> for ObservedPolicy {
                 .lifetime_actions
                 .into_iter()
                 .map(|a| {
-                    let trigger = a.trigger.unwrap_or(RawTrigger { time_after_create: None, time_before_expiry: None });
+                    let trigger = a.trigger.unwrap_or(RawTrigger {
+                        time_after_create: None,
+                        time_before_expiry: None,
+                    });
                     ObservedAction {
                         action: a.action.and_then(|t| t.type_).unwrap_or_default(),
                         time_after_create: trigger.time_after_create,
@@ -518,12 +641,17 @@ fn sdk_key_type(key_type: KeyType) -> SdkKeyType {
 }
 
 fn sdk_curve(name: &str) -> CurveName {
-    name.parse().unwrap_or(CurveName::UnknownValue(name.to_owned()))
+    name.parse()
+        .unwrap_or(CurveName::UnknownValue(name.to_owned()))
 }
 
 fn sdk_ops(ops: &std::collections::BTreeSet<crate::api::KeyOperation>) -> Vec<SdkOperation> {
     ops.iter()
-        .map(|op| op.as_str().parse().unwrap_or(SdkOperation::UnknownValue(op.as_str().to_owned())))
+        .map(|op| {
+            op.as_str()
+                .parse()
+                .unwrap_or(SdkOperation::UnknownValue(op.as_str().to_owned()))
+        })
         .collect()
 }
 
@@ -539,7 +667,12 @@ fn sdk_attributes(properties: &KeyProperties) -> SdkAttributes {
 
 fn sdk_release_policy(policy: &crate::api::ReleasePolicy) -> KeyReleasePolicy {
     KeyReleasePolicy {
-        content_type: Some(policy.content_type.clone().unwrap_or_else(|| "application/json; charset=utf-8".into())),
+        content_type: Some(
+            policy
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/json; charset=utf-8".into()),
+        ),
         encoded_policy: Some(policy.data.clone().into_bytes()),
         immutable: policy.immutable,
     }
@@ -568,13 +701,25 @@ fn split_kid(kid: &str) -> Option<(String, String)> {
 
 fn observed_key(operation: Operation, key: &Key) -> VaultResult<ObservedKey> {
     let jwk = key.key.as_ref().ok_or_else(|| {
-        VaultError::new(VaultErrorKind::Other, operation, "the vault answered without a key")
+        VaultError::new(
+            VaultErrorKind::Other,
+            operation,
+            "the vault answered without a key",
+        )
     })?;
     let kid = jwk.kid.as_deref().unwrap_or_default();
     let (key_id, version) = split_kid(kid).ok_or_else(|| {
-        VaultError::new(VaultErrorKind::Other, operation, format!("the vault answered an unexpected key id {kid:?}"))
+        VaultError::new(
+            VaultErrorKind::Other,
+            operation,
+            format!("the vault answered an unexpected key id {kid:?}"),
+        )
     })?;
-    let key_type = jwk.kty.as_ref().map(|t| <&str>::from(t).to_owned()).unwrap_or_default();
+    let key_type = jwk
+        .kty
+        .as_ref()
+        .map(|t| <&str>::from(t).to_owned())
+        .unwrap_or_default();
     let curve = jwk.crv.as_ref().map(|c| <&str>::from(c).to_owned());
     let key_size = jwk.n.as_ref().map(|n| {
         let significant = n.iter().skip_while(|b| **b == 0).count();
@@ -582,7 +727,9 @@ fn observed_key(operation: Operation, key: &Key) -> VaultResult<ObservedKey> {
     });
     let public_thumbprint = match (&jwk.n, &jwk.e, &curve, &jwk.x, &jwk.y) {
         (Some(n), Some(e), _, _, _) => Some(rsa_jwk_thumbprint(n, e)),
-        (_, _, Some(crv), Some(x), Some(y)) => MaterialCurve::from_jwk_crv(crv).map(|crv| ec_jwk_thumbprint(crv, x, y)),
+        (_, _, Some(crv), Some(x), Some(y)) => {
+            MaterialCurve::from_jwk_crv(crv).map(|crv| ec_jwk_thumbprint(crv, x, y))
+        }
         _ => None,
     };
     let attrs = key.attributes.clone().unwrap_or_default();
@@ -593,7 +740,12 @@ fn observed_key(operation: Operation, key: &Key) -> VaultResult<ObservedKey> {
         key_size,
         curve,
         public_exponent: jwk.e.clone(),
-        key_ops: jwk.key_ops.clone().unwrap_or_default().into_iter().collect(),
+        key_ops: jwk
+            .key_ops
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         enabled: attrs.enabled.unwrap_or(true),
         not_before: to_chrono(attrs.not_before),
         expires_on: to_chrono(attrs.expires),
@@ -608,20 +760,32 @@ fn observed_key(operation: Operation, key: &Key) -> VaultResult<ObservedKey> {
 fn classify(operation: Operation, err: &azure_core::Error) -> VaultError {
     use azure_core::error::ErrorKind;
     match err.kind() {
-        ErrorKind::HttpResponse { status, error_code, raw_response } => {
-            let body = raw_response.as_ref().map(|r| String::from_utf8_lossy(r.body()).into_owned());
+        ErrorKind::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } => {
+            let body = raw_response
+                .as_ref()
+                .map(|r| String::from_utf8_lossy(r.body()).into_owned());
             let (inner_code, message) = body.as_deref().map(error_details).unwrap_or_default();
             let code = inner_code.or_else(|| error_code.clone());
             let retry_after = raw_response
                 .as_ref()
-                .and_then(|r| r.headers().get_optional_str(&azure_core::http::headers::RETRY_AFTER).map(str::to_owned))
+                .and_then(|r| {
+                    r.headers()
+                        .get_optional_str(&azure_core::http::headers::RETRY_AFTER)
+                        .map(str::to_owned)
+                })
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map_or(Duration::from_secs(10), Duration::from_secs);
             let kind = match *status {
                 StatusCode::NotFound => VaultErrorKind::NotFound,
                 StatusCode::TooManyRequests => VaultErrorKind::Throttled { retry_after },
                 StatusCode::Unauthorized | StatusCode::Forbidden => VaultErrorKind::Forbidden,
-                StatusCode::Conflict if code.as_deref() == Some("ObjectIsDeletedButRecoverable") => {
+                StatusCode::Conflict
+                    if code.as_deref() == Some("ObjectIsDeletedButRecoverable") =>
+                {
                     VaultErrorKind::DeletedButRecoverable
                 }
                 StatusCode::Conflict => VaultErrorKind::Conflict,
@@ -637,9 +801,11 @@ fn classify(operation: Operation, err: &azure_core::Error) -> VaultError {
                 message: message.unwrap_or_else(|| format!("HTTP {}", u16::from(*status))),
             }
         }
-        ErrorKind::Io | ErrorKind::Connection => {
-            VaultError::new(VaultErrorKind::Unreachable, operation, format!("cannot reach the vault: {err}"))
-        }
+        ErrorKind::Io | ErrorKind::Connection => VaultError::new(
+            VaultErrorKind::Unreachable,
+            operation,
+            format!("cannot reach the vault: {err}"),
+        ),
         ErrorKind::Credential => VaultError::new(
             VaultErrorKind::Forbidden,
             operation,

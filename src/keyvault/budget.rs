@@ -28,7 +28,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { software_creates: 18, hsm_creates: 9, other: 3600 }
+        Limits {
+            software_creates: 18,
+            hsm_creates: 9,
+            other: 3600,
+        }
     }
 }
 
@@ -42,7 +46,12 @@ struct Bucket {
 impl Bucket {
     fn new(per_window: u32) -> Self {
         let capacity = f64::from(per_window.max(1));
-        Bucket { capacity, tokens: capacity, per_second: capacity / WINDOW.as_secs_f64(), last: Instant::now() }
+        Bucket {
+            capacity,
+            tokens: capacity,
+            per_second: capacity / WINDOW.as_secs_f64(),
+            last: Instant::now(),
+        }
     }
 
     /// Takes a token, or says how long until one is available.
@@ -54,7 +63,9 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.per_second,
+            ))
         }
     }
 }
@@ -124,12 +135,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn creates_are_paced_to_the_window() {
-        let budget = Budget::new(Limits { software_creates: 4, hsm_creates: 1, other: 100 });
+        let budget = Budget::new(Limits {
+            software_creates: 4,
+            hsm_creates: 1,
+            other: 100,
+        });
         let start = Instant::now();
         for _ in 0..4 {
             budget.acquire(RequestClass::SoftwareCreate).await;
         }
-        assert_eq!(start.elapsed(), Duration::ZERO, "the first window's burst is free");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first window's burst is free"
+        );
         budget.acquire(RequestClass::SoftwareCreate).await;
         // 4 per 10 s refills one token every 2.5 s.
         assert_eq!(start.elapsed(), Duration::from_millis(2500));

@@ -109,7 +109,9 @@ pub struct ImportKey<'a> {
 pub enum VaultErrorKind {
     NotFound,
     /// 429: wait at least this long before the next request to this vault.
-    Throttled { retry_after: Duration },
+    Throttled {
+        retry_after: Duration,
+    },
     /// 401/403: the operator's identity lacks permission.
     Forbidden,
     /// 409 ObjectIsDeletedButRecoverable: the name is held by a soft-deleted key.
@@ -153,7 +155,13 @@ impl fmt::Display for VaultError {
 
 impl VaultError {
     pub fn new(kind: VaultErrorKind, operation: Operation, message: impl Into<String>) -> Self {
-        VaultError { kind, operation, status: None, code: None, message: message.into() }
+        VaultError {
+            kind,
+            operation,
+            status: None,
+            code: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -194,7 +202,10 @@ impl Operation {
     pub fn is_write(self) -> bool {
         !matches!(
             self,
-            Operation::GetKey | Operation::ListVersions | Operation::GetRotationPolicy | Operation::GetDeletedKey
+            Operation::GetKey
+                | Operation::ListVersions
+                | Operation::GetRotationPolicy
+                | Operation::GetDeletedKey
         )
     }
 }
@@ -212,8 +223,17 @@ pub trait KeyVault: Send + Sync {
     async fn get_deleted_key(&self, name: &str) -> VaultResult<Option<DeletedKey>>;
     async fn create_key(&self, name: &str, key: &CreateKey) -> VaultResult<ObservedKey>;
     async fn import_key(&self, name: &str, key: &ImportKey<'_>) -> VaultResult<ObservedKey>;
-    async fn update_key(&self, name: &str, version: &str, properties: &KeyProperties) -> VaultResult<ObservedKey>;
-    async fn set_rotation_policy(&self, name: &str, policy: &DesiredRotationPolicy) -> VaultResult<ObservedPolicy>;
+    async fn update_key(
+        &self,
+        name: &str,
+        version: &str,
+        properties: &KeyProperties,
+    ) -> VaultResult<ObservedKey>;
+    async fn set_rotation_policy(
+        &self,
+        name: &str,
+        policy: &DesiredRotationPolicy,
+    ) -> VaultResult<ObservedPolicy>;
     async fn rotate_key(&self, name: &str) -> VaultResult<ObservedKey>;
     async fn delete_key(&self, name: &str) -> VaultResult<()>;
     async fn purge_deleted_key(&self, name: &str) -> VaultResult<()>;

@@ -54,7 +54,7 @@ fn owned_tags(user: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 /// A latest version as the vault reports it; starts owned by [`owner()`], enabled, no
-/// operations, no dates but `created`, version `v1`.
+/// operations, no `nbf`/`exp`, version `v1`, created at [`CREATED`] (updated later).
 struct Key(ObservedKey);
 
 fn owned_key(key_type: &str) -> Key {
@@ -73,7 +73,7 @@ fn owned_key(key_type: &str) -> Key {
         not_before: None,
         expires_on: None,
         created: Some(t(CREATED)),
-        updated: Some(t(CREATED)),
+        updated: Some(t("2026-02-01T09:30:00Z")),
         tags,
         public_thumbprint: None,
     })
@@ -1120,9 +1120,19 @@ fn rsa_size_change_creates_a_new_version() {
 }
 
 #[test]
-fn unset_rsa_size_means_2048_so_a_larger_key_gets_a_new_version() {
+fn unset_rsa_size_is_not_compared_so_adopting_a_larger_key_keeps_it() {
     let scenario = given("{vaultUrl: https://v.vault.azure.net, keyType: RSA, adopt: true}")
         .with_key(rsa_key().unowned().size(4096));
+    let steps = scenario.steps();
+    assert!(
+        matches!(steps.as_slice(), [Step::UpdateProperties { drift, .. }] if drift == &vec!["tags"]),
+        "only the ownership tags are added: {steps:?}"
+    );
+}
+
+#[test]
+fn unset_rsa_size_creates_with_key_vaults_default() {
+    let scenario = given("{vaultUrl: https://v.vault.azure.net, keyType: RSA}");
     assert_eq!(create_of(&scenario).size, Some(2048));
 }
 
@@ -1154,13 +1164,14 @@ fn curve_change_creates_a_new_version() {
 }
 
 #[test]
-fn unset_curve_means_p256() {
-    let same =
-        given("{vaultUrl: https://v.vault.azure.net, keyType: EC}").with_key(ec_key("P-256"));
-    assert_eq!(same.plan(), converged());
-    let other =
-        given("{vaultUrl: https://v.vault.azure.net, keyType: EC}").with_key(ec_key("P-256K"));
-    assert_eq!(create_of(&other).curve, Some(Curve::P256));
+fn unset_curve_is_not_compared_and_creates_p256() {
+    for curve in ["P-256", "P-256K", "P-384"] {
+        let existing =
+            given("{vaultUrl: https://v.vault.azure.net, keyType: EC}").with_key(ec_key(curve));
+        assert_eq!(existing.plan(), converged(), "{curve}");
+    }
+    let new = given("{vaultUrl: https://v.vault.azure.net, keyType: EC}");
+    assert_eq!(create_of(&new).curve, Some(Curve::P256));
 }
 
 #[test]
@@ -1496,29 +1507,17 @@ fn pending_rotation_of_an_older_token_does_not_count_for_the_new_one() {
 }
 
 #[test]
-fn new_version_from_a_type_change_suppresses_the_rotation() {
+fn new_version_from_a_type_change_serves_the_rotation_request() {
+    // One edit that changes the type and the token makes one new version, not two.
     let scenario = given("{vaultUrl: https://v.vault.azure.net, keyType: EC, rotateToken: '2'}")
         .with_key(rsa_key().version("v7"))
         .managed_before()
         .remembering_token("1");
     let steps = scenario.steps();
-    assert!(matches!(steps.as_slice(), [Step::Create(_)]), "{steps:?}");
-}
-
-#[test]
-fn rotation_suppressed_by_a_type_change_happens_on_the_next_pass() {
-    // Documents the current behaviour: the Create does not record the token, so once the new
-    // version exists, the token change still rotates it (two new versions for one edit).
-    let spec = "{vaultUrl: https://v.vault.azure.net, keyType: EC, rotateToken: '2'}";
-    let after_create = given(spec)
-        .with_key(ec_key("P-256").version("v8"))
-        .managed_before()
-        .remembering_token("1");
-    let rotate_v8 = Step::Rotate {
-        token: "2".into(),
-        from_version: "v8".into(),
-    };
-    assert_eq!(after_create.plan(), steps(vec![rotate_v8]));
+    assert!(
+        matches!(steps.as_slice(), [Step::Create(_), Step::AdoptRotateToken { token }] if token == "2"),
+        "{steps:?}"
+    );
 }
 
 #[test]
@@ -1582,15 +1581,21 @@ fn properties_are_corrected_before_the_policy_is_set_before_the_rotation() {
 
 #[test]
 fn new_version_comes_before_the_policy_and_replaces_the_rotation() {
-    let scenario = given(EVERYTHING_SPEC)
+    let scenario = given(&format!("{EVERYTHING_SPEC}    keySize: 2048\n"))
         .with_key(rsa_key().size(4096).disabled())
         .with_vault_policy(default_vault_policy())
         .managed_before()
         .remembering_token("1");
     let steps = scenario.steps();
-    let [Step::Create(create), Step::SetRotationPolicy(policy)] = steps.as_slice() else {
-        panic!("Create then SetRotationPolicy: {steps:?}");
+    let [
+        Step::Create(create),
+        Step::SetRotationPolicy(policy),
+        Step::AdoptRotateToken { token },
+    ] = steps.as_slice()
+    else {
+        panic!("Create, SetRotationPolicy, then the token recorded: {steps:?}");
     };
+    assert_eq!(token, "2");
     assert_eq!(create.size, Some(2048));
     assert_eq!(*policy, scenario.desired_policy());
 }

@@ -16,7 +16,9 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use vaultkey_operator::api::VaultKey;
-use vaultkey_operator::keyvault::azure::{AzureVaultProvider, ClientSettings, CredentialSource, credential};
+use vaultkey_operator::keyvault::azure::{
+    AzureVaultProvider, ClientSettings, CredentialSource, credential,
+};
 use vaultkey_operator::keyvault::budget::Limits;
 use vaultkey_operator::keyvault::{KeyVault, VaultProvider};
 use vaultkey_operator::telemetry::Metrics;
@@ -41,10 +43,16 @@ impl Env {
     pub fn get() -> Env {
         Env {
             kubeconfig: var("VAULTKEY_TEST_KUBECONFIG").into(),
-            vault_url: var("VAULTKEY_TEST_VAULT_URL").trim_end_matches('/').to_owned(),
-            purgeable_vault_url: var("VAULTKEY_TEST_PURGEABLE_VAULT_URL").trim_end_matches('/').to_owned(),
+            vault_url: var("VAULTKEY_TEST_VAULT_URL")
+                .trim_end_matches('/')
+                .to_owned(),
+            purgeable_vault_url: var("VAULTKEY_TEST_PURGEABLE_VAULT_URL")
+                .trim_end_matches('/')
+                .to_owned(),
             vault_ca: var("VAULTKEY_TEST_VAULT_CA").into(),
-            emulator_admin: var("VAULTKEY_TEST_EMULATOR_ADMIN").trim_end_matches('/').to_owned(),
+            emulator_admin: var("VAULTKEY_TEST_EMULATOR_ADMIN")
+                .trim_end_matches('/')
+                .to_owned(),
         }
     }
 
@@ -58,7 +66,8 @@ impl Env {
 
     /// A Key Vault client for read-back and for changing the vault behind the operator's back.
     pub fn vault(&self, url: &str) -> Arc<dyn KeyVault> {
-        let credential = credential(&CredentialSource::EmulatorStaticToken("e2e-test".into())).unwrap();
+        let credential =
+            credential(&CredentialSource::EmulatorStaticToken("e2e-test".into())).unwrap();
         let settings = ClientSettings {
             request_timeout: Duration::from_secs(30),
             extra_root_pem: Some(std::fs::read(&self.vault_ca).expect("emulator CA readable")),
@@ -78,7 +87,10 @@ impl Env {
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return None;
         }
-        Some(serde_json::from_str(&response.text().await.expect("emulator admin body")).expect("emulator admin JSON"))
+        Some(
+            serde_json::from_str(&response.text().await.expect("emulator admin body"))
+                .expect("emulator admin JSON"),
+        )
     }
 
     pub async fn emulator_post(&self, path: &str) -> serde_json::Value {
@@ -88,8 +100,13 @@ impl Env {
             .send()
             .await
             .expect("emulator admin reachable");
-        assert!(response.status().is_success(), "{path}: {}", response.status());
-        serde_json::from_str(&response.text().await.unwrap_or_default()).unwrap_or(serde_json::Value::Null)
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        serde_json::from_str(&response.text().await.unwrap_or_default())
+            .unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -98,8 +115,12 @@ impl Env {
 pub async fn fresh_namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{:08x}", rand::random::<u32>());
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    namespaces.create(&PostParams::default(), &ns).await.expect("namespace created");
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace created");
     name
 }
 
@@ -109,7 +130,8 @@ pub fn vaultkey_from_yaml(yaml: &str) -> VaultKey {
 
 pub async fn create(client: &Client, ns: &str, yaml: &str) -> Result<VaultKey, kube::Error> {
     let api: Api<VaultKey> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &vaultkey_from_yaml(yaml)).await
+    api.create(&PostParams::default(), &vaultkey_from_yaml(yaml))
+        .await
 }
 
 /// Polls `check` until it returns `Some`, or fails with `what` after `timeout`.
@@ -131,17 +153,25 @@ where
 }
 
 pub async fn get_vk(client: &Client, ns: &str, name: &str) -> VaultKey {
-    Api::<VaultKey>::namespaced(client.clone(), ns).get(name).await.expect("VaultKey readable")
+    Api::<VaultKey>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("VaultKey readable")
 }
 
 /// Waits until Ready has `status` for the current generation; returns the object.
 pub async fn wait_ready(client: &Client, ns: &str, name: &str, status: &str) -> VaultKey {
-    eventually(&format!("{ns}/{name} Ready={status}"), Duration::from_secs(60), || async {
-        let vk = get_vk(client, ns, name).await;
-        let generation = vk.metadata.generation;
-        let ready = vk.ready_condition()?;
-        (ready.status == status && ready.observed_generation == generation).then_some(vk.clone())
-    })
+    eventually(
+        &format!("{ns}/{name} Ready={status}"),
+        Duration::from_secs(60),
+        || async {
+            let vk = get_vk(client, ns, name).await;
+            let generation = vk.metadata.generation;
+            let ready = vk.ready_condition()?;
+            (ready.status == status && ready.observed_generation == generation)
+                .then_some(vk.clone())
+        },
+    )
     .await
 }
 
@@ -171,10 +201,19 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_vaultkey-operator"))
             .args(["run", "--namespace", namespace, "--metrics-addr"])
             .arg(format!("127.0.0.1:{port}"))
-            .args(["--resync-seconds", &resync_seconds.to_string(), "--log-level", "trace"])
+            .args([
+                "--resync-seconds",
+                &resync_seconds.to_string(),
+                "--log-level",
+                "trace",
+            ])
             .arg("--emulator-ca-file")
             .arg(&env.vault_ca)
-            .args(["--emulator-static-token", "e2e-test", "--emulator-skip-challenge-resource-check"])
+            .args([
+                "--emulator-static-token",
+                "e2e-test",
+                "--emulator-skip-challenge-resource-check",
+            ])
             .args(extra)
             .env("KUBECONFIG", &env.kubeconfig)
             .env_remove("RUST_LOG")
@@ -183,7 +222,12 @@ impl Operator {
             .stderr(log)
             .spawn()
             .expect("operator binary starts");
-        Operator { child, metrics_url: format!("http://127.0.0.1:{port}/metrics"), log_path, _dir: dir }
+        Operator {
+            child,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            log_path,
+            _dir: dir,
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -200,9 +244,18 @@ impl Operator {
 
     /// The operator's metrics as (series, value) pairs.
     pub async fn metrics(&self) -> Vec<(String, f64)> {
-        let text = eventually("operator metrics endpoint", Duration::from_secs(30), || async {
-            reqwest::get(&self.metrics_url).await.ok()?.text().await.ok()
-        })
+        let text = eventually(
+            "operator metrics endpoint",
+            Duration::from_secs(30),
+            || async {
+                reqwest::get(&self.metrics_url)
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()
+            },
+        )
         .await;
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -232,7 +285,11 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- operator log ({}) ----\n{}", self.log_path.display(), tail(&self.logs(), 80));
+            eprintln!(
+                "---- operator log ({}) ----\n{}",
+                self.log_path.display(),
+                tail(&self.logs(), 80)
+            );
         }
     }
 }
@@ -243,7 +300,11 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Events recorded for a VaultKey (events.k8s.io), as (reason, note).
@@ -272,7 +333,10 @@ pub async fn kubectl_apply(env: &Env, ns: &str, manifest: &str) -> Result<String
         .spawn()
         .expect("kubectl runs");
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(manifest.as_bytes()).await.expect("manifest written");
+    stdin
+        .write_all(manifest.as_bytes())
+        .await
+        .expect("manifest written");
     drop(stdin);
     let output = child.wait_with_output().await.expect("kubectl finishes");
     if output.status.success() {
