@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -42,8 +42,8 @@ pub const ABANDON_ANNOTATION: &str = "vaultkey.dev/abandon";
 pub struct Settings {
     /// How often a converged VaultKey is compared with the vault again.
     pub resync_interval: Duration,
-    /// Watch one namespace only; `None` watches all.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces; empty watches all.
+    pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
     pub concurrency: u16,
     pub reporter: String,
@@ -207,15 +207,32 @@ impl Failure {
     }
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controllers (one per watched namespace, or one for all) until `shutdown` resolves.
 pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let shutdown = shutdown.boxed().shared();
+    let apis: Vec<Api<VaultKey>> = if ctx.settings.namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        ctx.settings
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    };
+    let runs = apis
+        .into_iter()
+        .map(|api| run_one(api, ctx.clone(), shutdown.clone()));
+    futures::future::join_all(runs).await;
+}
+
+async fn run_one(
+    api: Api<VaultKey>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<VaultKey> = match &ctx.settings.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
     let mut watch = watcher::Config::default().any_semantic();
     if let Some(selector) = &ctx.settings.label_selector {
         watch = watch.labels(selector);

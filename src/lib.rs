@@ -3,6 +3,7 @@ pub mod api;
 pub mod controller;
 pub mod key_material;
 pub mod keyvault;
+pub mod leader;
 pub mod period;
 pub mod plan;
 pub mod status;

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{Parser, Subcommand, ValueEnum};
+use futures::FutureExt;
 use tracing::{error, info};
 
 use vaultkey_operator::controller::{self, Context, Settings};
@@ -18,6 +19,7 @@ use vaultkey_operator::keyvault::azure::{
     AzureVaultProvider, ClientSettings, CredentialSource, credential,
 };
 use vaultkey_operator::keyvault::budget::Limits;
+use vaultkey_operator::leader::{LeaderElector, LeaseSettings};
 use vaultkey_operator::telemetry::{self, LogFormat, Metrics};
 
 #[derive(Parser)]
@@ -53,9 +55,9 @@ struct RunArgs {
     /// Seconds between comparisons of a converged VaultKey with its vault.
     #[arg(long, env = "VAULTKEY_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "VAULTKEY_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag, or comma-separate); default: all.
+    #[arg(long = "namespace", env = "VAULTKEY_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Watch only VaultKeys matching this label selector.
     #[arg(long, env = "VAULTKEY_LABEL_SELECTOR")]
     label_selector: Option<String>,
@@ -83,9 +85,25 @@ struct RunArgs {
     /// Software-key creates allowed per vault per 10 seconds (Key Vault's limit is 20).
     #[arg(long, env = "VAULTKEY_CREATES_PER_10S", default_value_t = Limits::default().software_creates)]
     creates_per_10s: u32,
-    /// Name of this instance in events (the pod name in a cluster).
+    /// Name of this instance in events and in the leader Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "vaultkey-operator")]
     instance: String,
+    /// Reconcile only while holding a Lease, so several replicas can run for availability.
+    #[arg(long, env = "VAULTKEY_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease; instances with different selectors use different Leases.
+    #[arg(
+        long,
+        env = "VAULTKEY_LEADER_ELECTION_LEASE",
+        default_value = "vaultkey-operator"
+    )]
+    leader_election_lease: String,
+    /// Seconds a Lease stays valid without renewal; a new leader takes over after this.
+    #[arg(long, env = "VAULTKEY_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
     /// EMULATOR ONLY: trust this extra CA (PEM) for vault connections.
     #[arg(long, env = "VAULTKEY_EMULATOR_CA_FILE")]
     emulator_ca_file: Option<PathBuf>,
@@ -204,23 +222,54 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let ctx = Arc::new(Context::new(
-        client,
+        client.clone(),
         Arc::new(vaults),
         metrics,
         Settings {
             resync_interval: Duration::from_secs(args.resync_seconds.max(1)),
-            namespace: args.namespace.clone(),
+            namespaces: args.namespaces.clone(),
             label_selector: args.label_selector.clone(),
             concurrency: args.concurrency.max(1),
             reporter: args.instance.clone(),
         },
     ));
-    info!(namespace = ?args.namespace, resync_seconds = args.resync_seconds, "starting the VaultKey controller");
+    // Standby replicas are ready too: readiness says the process works, not that it leads.
     ready.store(true, Ordering::SeqCst);
-    controller::run(ctx, shutdown_signal()).await;
+    let shutdown = shutdown_signal().shared();
+    let result = if args.leader_election {
+        let lease_duration = Duration::from_secs(args.lease_duration_seconds.max(3));
+        let elector = LeaderElector::new(
+            client,
+            LeaseSettings {
+                namespace: args.leader_election_namespace.clone(),
+                name: args.leader_election_lease.clone(),
+                identity: args.instance.clone(),
+                lease_duration,
+                renew_every: lease_duration / 3,
+            },
+        );
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = shutdown.clone() => {
+                server.abort();
+                return Ok(());
+            }
+        }
+        info!(namespaces = ?args.namespaces, resync_seconds = args.resync_seconds, "starting the VaultKey controller");
+        let result = tokio::select! {
+            () = controller::run(ctx, shutdown.clone()) => Ok(()),
+            () = elector.hold() => Err("lost the leader Lease; exiting so that only one instance reconciles".to_owned()),
+        };
+        elector.release().await;
+        result
+    } else {
+        info!(namespaces = ?args.namespaces, resync_seconds = args.resync_seconds, "starting the VaultKey controller");
+        controller::run(ctx, shutdown).await;
+        Ok(())
+    };
     info!("stopped");
     server.abort();
-    Ok(())
+    result
 }
 
 type AppState = (Arc<Metrics>, Arc<AtomicBool>);
