@@ -230,6 +230,25 @@ impl Operator {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod; waits up to 10 s for the process to exit.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM sent");
+        for _ in 0..100 {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting to be reaped: it has exited.
+            if state.is_empty() || state.split_whitespace().nth(2) == Some("Z") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the operator did not stop within 10 s of SIGTERM");
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
