@@ -20,6 +20,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::access::AccessPolicy;
 use crate::api::{DeletionPolicy, OWNER_TAG, PendingRotation, VaultKey, VaultKeyStatus};
 use crate::key_material::KeyMaterial;
 use crate::keyvault::{
@@ -47,6 +48,8 @@ pub struct Settings {
     pub label_selector: Option<String>,
     pub concurrency: u16,
     pub reporter: String,
+    /// Which namespaces may use which vaults.
+    pub access: AccessPolicy,
 }
 
 /// Everything a reconcile needs, built once.
@@ -109,6 +112,8 @@ pub enum Error {
     Cleanup(#[source] VaultError),
     #[error("the VaultKey has no namespace")]
     NoNamespace,
+    #[error("the reconcile panicked: {0}")]
+    Panic(String),
 }
 
 impl Error {
@@ -117,6 +122,7 @@ impl Error {
             Error::Kube(_) | Error::Finalizer(_) => "KubernetesError",
             Error::Cleanup(e) => reason_for(&e.kind),
             Error::NoNamespace => "InvalidObject",
+            Error::Panic(_) => "Panic",
         }
     }
 }
@@ -124,6 +130,8 @@ impl Error {
 /// Why a reconcile could not finish; each maps to a condition reason and a wait.
 enum Failure {
     InvalidSpec(InvalidSpec),
+    /// The operator's access policy does not let this namespace use the vault.
+    VaultNotAllowed,
     ImportSecret {
         reason: &'static str,
         message: String,
@@ -151,6 +159,7 @@ impl Failure {
     fn reason(&self) -> &'static str {
         match self {
             Failure::InvalidSpec(_) => "InvalidSpec",
+            Failure::VaultNotAllowed => "VaultNotAllowed",
             Failure::ImportSecret { reason, .. } => reason,
             Failure::Blocked(Blocker::KeyExistsNotAdopted) => "KeyExistsNotAdopted",
             Failure::Blocked(Blocker::OwnedByAnotherVaultKey { .. }) => "OwnedByAnotherVaultKey",
@@ -162,6 +171,9 @@ impl Failure {
     fn message(&self, vault: &str, key: &str) -> String {
         match self {
             Failure::InvalidSpec(e) => format!("{e}; fix the spec"),
+            Failure::VaultNotAllowed => format!(
+                "this namespace may not use {vault} under the operator's vault access policy; use an allowed vault or ask the platform team to allow this one"
+            ),
             Failure::ImportSecret { message, .. } => message.clone(),
             Failure::Blocked(Blocker::KeyExistsNotAdopted) => format!(
                 "key {key} already exists in {vault} and was not created for this VaultKey; set spec.adopt: true to manage it, or choose another keyName"
@@ -191,7 +203,7 @@ impl Failure {
         match self {
             // Only a change of the spec (or the Secret, seen at the next resync) can help.
             Failure::InvalidSpec(_) => Action::await_change(),
-            Failure::ImportSecret { .. } | Failure::Blocked(_) => {
+            Failure::ImportSecret { .. } | Failure::Blocked(_) | Failure::VaultNotAllowed => {
                 Action::requeue(ctx.settings.resync_interval)
             }
             Failure::Vault(e) => match &e.kind {
@@ -261,7 +273,26 @@ fn object_key(vk: &VaultKey) -> String {
     format!("{}/{}", vk.namespace().unwrap_or_default(), vk.name_any())
 }
 
+/// A panic in one reconcile becomes an error for that object (retried with backoff) instead
+/// of taking the controller, and every other VaultKey, down.
 pub async fn reconcile(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match std::panic::AssertUnwindSafe(reconcile_inner(vk, ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(Error::Panic(message))
+        }
+    }
+}
+
+async fn reconcile_inner(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!("reconcile", vaultkey = %object_key(&vk), vault = %vk.spec.vault_url, key = %vk.key_name());
     async move {
         let start = Instant::now();
@@ -441,6 +472,15 @@ impl<'a> Session<'a> {
 
     async fn converge(&mut self, api: &Api<VaultKey>) -> Result<(), Failure> {
         let desired = validate(self.vk).map_err(Failure::InvalidSpec)?;
+        let namespace = self.vk.namespace().unwrap_or_default();
+        if !self
+            .ctx
+            .settings
+            .access
+            .allows(&namespace, &desired.vault_url)
+        {
+            return Err(Failure::VaultNotAllowed);
+        }
         let vault = self
             .ctx
             .vaults
@@ -825,6 +865,14 @@ async fn cleanup(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
         // A spec that never validated never reached a vault.
         return Ok(Action::await_change());
     };
+    if !ctx
+        .settings
+        .access
+        .allows(&vk.namespace().unwrap_or_default(), &desired.vault_url)
+    {
+        info!("the vault is outside this namespace's access policy: not touched");
+        return Ok(Action::await_change());
+    }
     let vault = ctx
         .vaults
         .vault(&desired.vault_url)

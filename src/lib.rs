@@ -1,4 +1,5 @@
 //! vaultkey-operator: Azure Key Vault keys managed as Kubernetes `VaultKey` resources.
+pub mod access;
 pub mod api;
 pub mod controller;
 pub mod key_material;

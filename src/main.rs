@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use tracing::{error, info};
 
+use vaultkey_operator::access::AccessPolicy;
 use vaultkey_operator::controller::{self, Context, Settings};
 use vaultkey_operator::keyvault::azure::{
     AzureVaultProvider, ClientSettings, CredentialSource, credential,
@@ -88,6 +89,10 @@ struct RunArgs {
     /// Name of this instance in events and in the leader Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "vaultkey-operator")]
     instance: String,
+    /// YAML file mapping namespaces to the vaults they may use (see README); without it every
+    /// namespace may use every vault.
+    #[arg(long, env = "VAULTKEY_VAULT_ACCESS_FILE")]
+    vault_access_file: Option<PathBuf>,
     /// Reconcile only while holding a Lease, so several replicas can run for availability.
     #[arg(long, env = "VAULTKEY_LEADER_ELECTION")]
     leader_election: bool,
@@ -194,6 +199,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         ),
         None => None,
     };
+    let access = match &args.vault_access_file {
+        Some(path) => AccessPolicy::load(path).map_err(|e| e.to_string())?,
+        None => AccessPolicy::AllowAll,
+    };
     let metrics = Arc::new(Metrics::new());
     let settings = ClientSettings {
         request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
@@ -231,6 +240,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             label_selector: args.label_selector.clone(),
             concurrency: args.concurrency.max(1),
             reporter: args.instance.clone(),
+            access,
         },
     ));
     // Standby replicas are ready too: readiness says the process works, not that it leads.

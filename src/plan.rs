@@ -379,7 +379,7 @@ fn same_expiry(expiry: Expiry, observed: Option<DateTime<Utc>>, wanted: DateTime
 }
 
 /// Whether the vault's policy is the desired one. Periods compare by value (`P2W` = `P14D`),
-/// action names case-insensitively.
+/// action names case-insensitively; a Notify the spec does not ask for is Key Vault's own.
 pub fn policy_matches(desired: &DesiredRotationPolicy, observed: Option<&ObservedPolicy>) -> bool {
     let Some(observed) = observed else {
         return false;
@@ -414,6 +414,15 @@ pub fn policy_matches(desired: &DesiredRotationPolicy, observed: Option<&Observe
             action: kind,
             trigger,
         });
+    }
+    // Key Vault adds a Notify action (30 days before expiry) to a policy set without one, and
+    // a Notify cannot be removed: when the spec has none, the vault's is not drift.
+    if !desired
+        .actions
+        .iter()
+        .any(|a| a.action == LifetimeActionType::Notify)
+    {
+        actions.retain(|a| a.action != LifetimeActionType::Notify);
     }
     actions.sort();
     actions == desired.actions

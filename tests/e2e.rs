@@ -608,8 +608,14 @@ async fn steady_state_makes_no_writes() {
     let client = env.kube().await;
     let ns = fresh_namespace(&client, "steady").await;
     let operator = Operator::start(&env, &ns, 1);
-    for i in 0..3 {
-        create(&client, &ns, &format!("apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: k{i}}}\nspec:\n  vaultUrl: {}\n  keyName: steady{i}-{ns}\n  keyType: EC\n  keyOps: [sign, verify]\n  tags: {{a: b}}\n  rotationPolicy: {{expiresIn: P90D, lifetimeActions: [{{action: Notify, timeBeforeExpiry: P30D}}]}}\n", env.vault_url)).await.unwrap();
+    // With a Notify action; with expiresIn only (Key Vault adds its own Notify); without a policy.
+    let policies = [
+        "\n  rotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Notify, timeBeforeExpiry: P30D}]}",
+        "\n  rotationPolicy: {expiresIn: P60D}",
+        "",
+    ];
+    for (i, policy) in policies.iter().enumerate() {
+        create(&client, &ns, &format!("apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: k{i}}}\nspec:\n  vaultUrl: {}\n  keyName: steady{i}-{ns}\n  keyType: EC\n  keyOps: [sign, verify]\n  tags: {{a: b}}{policy}\n", env.vault_url)).await.unwrap();
     }
     for i in 0..3 {
         wait_ready(&client, &ns, &format!("k{i}"), "True").await;
@@ -671,7 +677,7 @@ async fn steady_state_makes_no_writes() {
         reads >= 3.0,
         "the keys were re-read during the window ({reads})"
     );
-    // Creation cost per key: 1 read + 1 create + 1 policy write (plus one deleted-name check).
+    // Creation cost: one create per key, one policy write per key with a policy.
     assert_eq!(
         operator
             .sum(
@@ -688,6 +694,51 @@ async fn steady_state_makes_no_writes() {
                 &["operation=\"set_rotation_policy\""]
             )
             .await,
-        3.0
+        2.0
+    );
+}
+
+/// Tenancy: a namespace may use only the vaults the operator's access policy gives it; a
+/// VaultKey outside its allowance is refused without any vault call.
+#[tokio::test(flavor = "multi_thread")]
+async fn vault_access_policy_confines_namespaces() {
+    let env = Env::get();
+    let client = env.kube().await;
+    let ns = fresh_namespace(&client, "tenancy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("access.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "default: []\nnamespaces:\n  {ns}: ['{}']\n",
+            env.purgeable_vault_url
+        ),
+    )
+    .unwrap();
+    let operator = Operator::start_with(
+        &env,
+        &ns,
+        2,
+        &["--vault-access-file", policy.to_str().unwrap()],
+    );
+    let denied = format!("denied-{ns}");
+    create(&client, &ns, &format!("apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: denied}}\nspec:\n  vaultUrl: {}\n  keyName: {denied}\n  keyType: EC\n", env.vault_url)).await.unwrap();
+    create(&client, &ns, &format!("apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: allowed}}\nspec:\n  vaultUrl: {}\n  keyName: allowed-{ns}\n  keyType: EC\n", env.purgeable_vault_url)).await.unwrap();
+    let vk = wait_ready(&client, &ns, "denied", "False").await;
+    let (reason, message) = ready_reason(&vk);
+    assert_eq!(reason, "VaultNotAllowed");
+    assert!(message.contains(&env.vault_url), "{message}");
+    wait_ready(&client, &ns, "allowed", "True").await;
+    assert!(
+        env.vault(&env.vault_url)
+            .get_key(&denied)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Not a single request for the denied key reached a vault.
+    assert!(
+        !operator.logs().contains(&format!("/keys/{denied}")),
+        "no vault request for the denied key"
     );
 }

@@ -1688,3 +1688,34 @@ fn no_next_rotation_from_an_unreadable_period() {
         None
     );
 }
+
+#[test]
+fn the_notify_action_key_vault_adds_is_not_drift() {
+    // Key Vault answers a policy set without a Notify action with its default Notify added.
+    let desired = given(
+        "{vaultUrl: https://v.vault.azure.net, keyType: EC, rotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P30D}]}}",
+    )
+    .desired_policy();
+    let as_returned = ObservedPolicy {
+        expires_in: Some("P90D".into()),
+        actions: vec![
+            ObservedAction {
+                action: "Rotate".into(),
+                time_after_create: Some("P30D".into()),
+                time_before_expiry: None,
+            },
+            ObservedAction {
+                action: "Notify".into(),
+                time_after_create: None,
+                time_before_expiry: Some("P30D".into()),
+            },
+        ],
+    };
+    assert!(policy_matches(&desired, Some(&as_returned)));
+    // A Notify the spec asks for is still compared.
+    let with_notify = given(
+        "{vaultUrl: https://v.vault.azure.net, keyType: EC, rotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeAfterCreate: P30D}, {action: Notify, timeBeforeExpiry: P7D}]}}",
+    )
+    .desired_policy();
+    assert!(!policy_matches(&with_notify, Some(&as_returned)));
+}

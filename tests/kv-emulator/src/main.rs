@@ -157,22 +157,23 @@ fn url_host(addr: SocketAddr) -> String {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// Registers the SIGTERM/SIGINT handlers (before the ready file exists, so a
+/// signal sent right after it appears is not lost) and returns a future that
+/// resolves on the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
+    })
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let shutdown = shutdown_signal()?;
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| "could not install the aws-lc-rs crypto provider".to_string())?;
@@ -249,7 +250,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("writing {}: {e}", ready_file.display()))?;
     tracing::info!(ready_file = %ready_file.display(), "ready");
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = std::fs::remove_file(&ready_file);
