@@ -848,6 +848,15 @@ impl<'a> Session<'a> {
 
 /// Deletion: Retain only lets go; Delete and Purge act only on a key this VaultKey owns.
 async fn cleanup(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
+    let result = cleanup_vault(vk, ctx).await;
+    if result.is_ok() {
+        // The object is about to go: forget its failure count.
+        ctx.reset_backoff(&object_key(vk));
+    }
+    result
+}
+
+async fn cleanup_vault(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
     let name = vk.key_name().to_owned();
     if vk
         .annotations()
