@@ -977,238 +977,46 @@ fn ec_material(
     })
 }
 
-/// Computes `d·G` on the supported curves.
-///
-/// The curve crates are built without their `arithmetic` feature here, so this
-/// uses crypto-bigint's constant-time Montgomery residues (already a dependency
-/// of `elliptic-curve`), a Montgomery ladder with constant-time swaps and the
-/// complete addition formula of Renes–Costello–Batina (eprint 2015/1060,
-/// Algorithm 1), which has no exceptional cases on these prime-order curves.
-/// Every curve runs in a 576-bit representation for a uniform code path.
+/// Computes `d·G` with the curve crates' own constant-time arithmetic.
 mod ec {
     use super::Curve;
-    use p256::elliptic_curve::bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
-    use p256::elliptic_curve::bigint::{Encoding, U576};
-    use p256::elliptic_curve::subtle::{
-        Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeLess,
-    };
-    use zeroize::Zeroizing;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
 
-    const LIMBS: usize = U576::LIMBS;
-    const WIDE: usize = U576::BYTES;
-    type Fe = DynResidue<LIMBS>;
-
-    /// Domain parameters (big-endian hex) from SEC 2 / FIPS 186-4.
-    struct Params {
-        p: &'static str,
-        a: &'static str,
-        b: &'static str,
-        gx: &'static str,
-        gy: &'static str,
-        n: &'static str,
-        order_bits: usize,
-    }
-
-    const P256: Params = Params {
-        p: "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
-        a: "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc",
-        b: "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
-        gx: "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
-        gy: "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
-        n: "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551",
-        order_bits: 256,
-    };
-
-    const SECP256K1: Params = Params {
-        p: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f",
-        a: "00",
-        b: "07",
-        gx: "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
-        gy: "483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8",
-        n: "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
-        order_bits: 256,
-    };
-
-    const P384: Params = Params {
-        p: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe\
-            ffffffff0000000000000000ffffffff",
-        a: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe\
-            ffffffff0000000000000000fffffffc",
-        b: "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875a\
-            c656398d8a2ed19d2a85c8edd3ec2aef",
-        gx: "aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a38\
-             5502f25dbf55296c3a545e3872760ab7",
-        gy: "3617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c0\
-             0a60b1ce1d7e819d7a431d7c90ea0e5f",
-        n: "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf\
-            581a0db248b0a77aecec196accc52973",
-        order_bits: 384,
-    };
-
-    const P521: Params = Params {
-        p: "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
-            ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
-            ffff",
-        a: "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
-            ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
-            fffc",
-        b: "0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef1\
-            09e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b50\
-            3f00",
-        gx: "00c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b4d\
-             3dbaa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2e5\
-             bd66",
-        gy: "011839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd17273e\
-             662c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769fd1\
-             6650",
-        n: "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
-            fffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e9138\
-            6409",
-        order_bits: 521,
-    };
-
-    fn params(curve: Curve) -> &'static Params {
-        match curve {
-            Curve::P256 => &P256,
-            Curve::P256K => &SECP256K1,
-            Curve::P384 => &P384,
-            Curve::P521 => &P521,
-        }
-    }
-
-    /// Parses one of the constant hex strings above.
-    fn constant(hex: &str) -> U576 {
-        let digits: Vec<u8> = hex.bytes().filter(u8::is_ascii_hexdigit).collect();
-        let mut buf = [0u8; WIDE];
-        let start = WIDE - digits.len() / 2;
-        for (i, pair) in digits.chunks(2).enumerate() {
-            let text = std::str::from_utf8(pair).expect("hex digits are ASCII");
-            buf[start + i] = u8::from_str_radix(text, 16).expect("curve constants are valid hex");
-        }
-        U576::from_be_slice(&buf)
-    }
-
-    #[derive(Clone, Copy)]
-    struct Point {
-        x: Fe,
-        y: Fe,
-        z: Fe,
-    }
-
-    impl Point {
-        fn swap(a: &mut Point, b: &mut Point, choice: Choice) {
-            Fe::conditional_swap(&mut a.x, &mut b.x, choice);
-            Fe::conditional_swap(&mut a.y, &mut b.y, choice);
-            Fe::conditional_swap(&mut a.z, &mut b.z, choice);
-        }
-    }
-
-    /// Complete projective addition (RCB 2015, Algorithm 1); also doubles.
-    fn add(a: &Fe, b3: &Fe, lhs: &Point, rhs: &Point) -> Point {
-        let t0 = lhs.x * rhs.x;
-        let t1 = lhs.y * rhs.y;
-        let t2 = lhs.z * rhs.z;
-        let t3 = lhs.x + lhs.y;
-        let t4 = rhs.x + rhs.y;
-        let t3 = t3 * t4;
-        let t4 = t0 + t1;
-        let t3 = t3 - t4;
-        let t4 = lhs.x + lhs.z;
-        let t5 = rhs.x + rhs.z;
-        let t4 = t4 * t5;
-        let t5 = t0 + t2;
-        let t4 = t4 - t5;
-        let t5 = lhs.y + lhs.z;
-        let x3 = rhs.y + rhs.z;
-        let t5 = t5 * x3;
-        let x3 = t1 + t2;
-        let t5 = t5 - x3;
-        let z3 = *a * t4;
-        let x3 = *b3 * t2;
-        let z3 = x3 + z3;
-        let x3 = t1 - z3;
-        let z3 = t1 + z3;
-        let y3 = x3 * z3;
-        let t1 = t0 + t0;
-        let t1 = t1 + t0;
-        let t2 = *a * t2;
-        let t4 = *b3 * t4;
-        let t1 = t1 + t2;
-        let t2 = t0 - t2;
-        let t2 = *a * t2;
-        let t4 = t4 + t2;
-        let t0 = t1 * t4;
-        let y3 = y3 + t0;
-        let t0 = t5 * t4;
-        let x3 = t3 * x3;
-        let x3 = x3 - t0;
-        let t0 = t3 * t1;
-        let z3 = t5 * z3;
-        let z3 = z3 + t0;
-        Point {
-            x: x3,
-            y: y3,
-            z: z3,
-        }
-    }
-
-    /// Returns the affine `(x, y)` of `d·G`, each `curve.coordinate_len()`
-    /// bytes, or `None` unless `0 < d < n`. `d` is big-endian, at most
-    /// `coordinate_len()` bytes.
+    /// Returns the affine `(x, y)` of `d·G`, each `curve.coordinate_len()` bytes, or `None`
+    /// unless `0 < d < n`. `d` is big-endian, exactly `coordinate_len()` bytes.
     pub(super) fn public_point(curve: Curve, d: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-        let params = params(curve);
-        let mut scalar_bytes = Zeroizing::new([0u8; WIDE]);
-        scalar_bytes[WIDE - d.len()..].copy_from_slice(d);
-        let scalar = Zeroizing::new(U576::from_be_slice(&scalar_bytes[..]));
-        let in_range = !scalar.ct_eq(&U576::ZERO) & scalar.ct_lt(&constant(params.n));
-        if !bool::from(in_range) {
-            return None;
-        }
-
-        let field = DynResidueParams::new(&constant(params.p));
-        let fe = |hex: &str| Fe::new(&constant(hex), field);
-        let a = fe(params.a);
-        let b = fe(params.b);
-        let b3 = b + b + b;
-        let mut r0 = Point {
-            x: Fe::zero(field),
-            y: Fe::one(field),
-            z: Fe::zero(field),
+        // The uncompressed SEC1 encoding is 0x04 || x || y.
+        let encoded = match curve {
+            Curve::P256 => p256::SecretKey::from_slice(d)
+                .ok()?
+                .public_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            Curve::P256K => k256::SecretKey::from_slice(d)
+                .ok()?
+                .public_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            Curve::P384 => p384::SecretKey::from_slice(d)
+                .ok()?
+                .public_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            Curve::P521 => p521::SecretKey::from_slice(d)
+                .ok()?
+                .public_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
         };
-        let mut r1 = Point {
-            x: fe(params.gx),
-            y: fe(params.gy),
-            z: Fe::one(field),
-        };
-        // Invariant: r1 = r0 + G. The iteration count depends only on the curve.
-        for i in (0..params.order_bits).rev() {
-            let bit = Choice::from((scalar_bytes[WIDE - 1 - i / 8] >> (i % 8)) & 1);
-            Point::swap(&mut r0, &mut r1, bit);
-            r1 = add(&a, &b3, &r0, &r1);
-            r0 = add(&a, &b3, &r0, &r0);
-            Point::swap(&mut r0, &mut r1, bit);
-        }
-        let (z_inv, invertible) = r0.z.invert();
-        if !bool::from(Choice::from(invertible)) {
-            return None;
-        }
         let len = curve.coordinate_len();
-        let x = (r0.x * z_inv).retrieve().to_be_bytes()[WIDE - len..].to_vec();
-        let y = (r0.y * z_inv).retrieve().to_be_bytes()[WIDE - len..].to_vec();
-        Some((x, y))
-    }
-
-    /// `n - 1` for the curve, `coordinate_len()` bytes.
-    #[cfg(test)]
-    pub(super) fn order_minus_one(curve: Curve) -> Vec<u8> {
-        let n = constant(params(curve).n).wrapping_sub(&U576::ONE);
-        n.to_be_bytes()[WIDE - curve.coordinate_len()..].to_vec()
-    }
-
-    /// The field prime `p`, `coordinate_len()` bytes.
-    #[cfg(test)]
-    pub(super) fn field_prime(curve: Curve) -> Vec<u8> {
-        constant(params(curve).p).to_be_bytes()[WIDE - curve.coordinate_len()..].to_vec()
+        if encoded.len() != 1 + 2 * len || encoded[0] != 0x04 {
+            return None;
+        }
+        Some((encoded[1..=len].to_vec(), encoded[1 + len..].to_vec()))
     }
 }
 
@@ -1774,23 +1582,20 @@ mod tests {
 
     #[test]
     fn scalar_multiplication_edge_cases() {
-        // d = 1 gives G; d = n - 1 gives -G = (Gx, p - Gy); d = 0 and d = n are refused.
         for curve in [Curve::P256, Curve::P256K, Curve::P384, Curve::P521] {
             let len = curve.coordinate_len();
-            let order_minus_one = &ec::order_minus_one(curve);
-            let one = left_pad(&[1], len);
-            let (gx, gy) = ec::public_point(curve, &one).unwrap();
-            let (nx, ny) = ec::public_point(curve, order_minus_one).unwrap();
-            assert_eq!(gx, nx);
-            let p = BigUint::from_bytes_be(&ec::field_prime(curve));
-            let sum = BigUint::from_bytes_be(&gy) + BigUint::from_bytes_be(&ny);
-            assert_eq!(sum, p);
-            assert!(ec::public_point(curve, &vec![0; len]).is_none());
-            let mut order = BigUint::from_bytes_be(order_minus_one);
-            order += 1u8;
-            assert!(ec::public_point(curve, &left_pad(&order.to_bytes_be(), len)).is_none());
+            assert!(
+                ec::public_point(curve, &vec![0; len]).is_none(),
+                "d = 0 is refused"
+            );
+            assert!(
+                ec::public_point(curve, &vec![0xff; len]).is_none(),
+                "d >= n is refused"
+            );
+            let (x, y) = ec::public_point(curve, &left_pad(&[1], len)).unwrap();
+            assert_eq!((x.len(), y.len()), (len, len));
         }
-        // Generator coordinates for P-256 from FIPS 186-4.
+        // d = 1 gives the generator; P-256's from FIPS 186-4.
         let (gx, _) = ec::public_point(Curve::P256, &left_pad(&[1], 32)).unwrap();
         assert_eq!(gx[..4], [0x6b, 0x17, 0xd1, 0xf2]);
     }
@@ -2049,8 +1854,17 @@ mod tests {
             jwk_with(EC_P256_JWK, "d", Some(&zero)),
             MaterialError::InconsistentEc(_)
         ));
-        let mut order = ec::order_minus_one(Curve::P256);
-        order[31] += 1;
+        // The P-256 group order n (FIPS 186-4).
+        let order: Vec<u8> = (0..32)
+            .map(|i| {
+                u8::from_str_radix(
+                    &"ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551"
+                        [2 * i..2 * i + 2],
+                    16,
+                )
+                .unwrap()
+            })
+            .collect();
         assert!(matches!(
             jwk_with(EC_P256_JWK, "d", Some(&b64url(&order))),
             MaterialError::InconsistentEc(_)
