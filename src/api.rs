@@ -365,6 +365,7 @@ pub struct ImportSource {
     pub secret_ref: SecretKeyRef,
 }
 
+/// A key within a Secret.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
@@ -376,6 +377,7 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// What deleting the VaultKey does to the key.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// Leave the key in the vault; only the finalizer is removed.
@@ -410,11 +412,13 @@ pub struct VaultKeyStatus {
     /// Versioned key id of the current version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_key_id: Option<String>,
-    /// Key type, size and curve as the vault reports them.
+    /// Key type as the vault reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_type: Option<String>,
+    /// RSA modulus size in bits, from the current public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_size: Option<i32>,
+    /// Elliptic curve of the current version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curve: Option<String>,
     /// RFC 7638 thumbprint (SHA-256) of the current version's public key.
@@ -452,8 +456,10 @@ pub struct VaultKeyStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedRotationPolicy {
+    /// Expiry of versions Key Vault makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<String>,
+    /// The policy's actions, as the vault holds them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lifetime_actions: Vec<ObservedLifetimeAction>,
 }
@@ -461,9 +467,12 @@ pub struct ObservedRotationPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedLifetimeAction {
+    /// Rotate or Notify.
     pub action: String,
+    /// Period after a version's creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_after_create: Option<String>,
+    /// Period before a version's expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_before_expiry: Option<String>,
 }
@@ -480,12 +489,17 @@ pub struct PendingRotation {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyVersionStatus {
+    /// Version id (the last segment of the versioned kid).
     pub version: String,
+    /// When Key Vault created the version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<Time>,
+    /// Whether the version may be used.
     pub enabled: bool,
+    /// Expiry of the version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_on: Option<Time>,
+    /// Not-before time of the version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Time>,
 }
@@ -494,14 +508,19 @@ pub struct KeyVersionStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    /// Condition type; `Ready` is the one the operator sets.
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.
     pub status: String,
+    /// Machine-readable cause, e.g. Reconciled, InvalidSpec, Throttled.
     pub reason: String,
+    /// What happened and what to do about it.
     pub message: String,
+    /// The generation of the spec this condition describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When the status last changed.
     pub last_transition_time: Time,
 }
 
