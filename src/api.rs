@@ -169,7 +169,7 @@ impl KeyType {
 }
 
 /// Elliptic curves Key Vault supports.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Curve {
     #[serde(rename = "P-256")]
     P256,
@@ -189,12 +189,6 @@ impl Curve {
             Curve::P384 => "P-384",
             Curve::P521 => "P-521",
         }
-    }
-
-    pub fn from_name(name: &str) -> Option<Curve> {
-        [Curve::P256, Curve::P256K, Curve::P384, Curve::P521]
-            .into_iter()
-            .find(|c| c.as_str() == name)
     }
 }
 

@@ -30,7 +30,7 @@ use crate::plan::{
     Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, plan,
 };
 use crate::status::{self, Memory, Readiness, VaultFacts};
-use crate::telemetry::{KindLabels, Metrics, OutcomeLabels, ReasonLabels};
+use crate::telemetry::{Metrics, OutcomeLabels, ReasonLabels};
 use crate::validate::{DesiredKey, InvalidSpec, Material, validate};
 
 pub const FINALIZER: &str = "vaultkey.dev/cleanup";
@@ -655,13 +655,7 @@ impl<'a> Session<'a> {
                     ),
                 )
                 .await;
-                self.ctx
-                    .metrics
-                    .rotations_observed
-                    .get_or_create(&KindLabels {
-                        kind: "import".into(),
-                    })
-                    .inc();
+                self.ctx.metrics.rotation("import");
                 self.memory.imported_material = Some(material.fingerprint());
                 self.made_version = true;
                 self.latest = Some(key);
@@ -727,13 +721,7 @@ impl<'a> Session<'a> {
                     ),
                 )
                 .await;
-                self.ctx
-                    .metrics
-                    .rotations_observed
-                    .get_or_create(&KindLabels {
-                        kind: "manual".into(),
-                    })
-                    .inc();
+                self.ctx.metrics.rotation("manual");
                 self.memory.observed_rotate_token = Some(token);
                 self.memory.pending_rotation = None;
                 self.made_version = true;
@@ -778,13 +766,7 @@ impl<'a> Session<'a> {
                 ),
             )
             .await;
-            self.ctx
-                .metrics
-                .rotations_observed
-                .get_or_create(&KindLabels {
-                    kind: "automatic".into(),
-                })
-                .inc();
+            self.ctx.metrics.rotation("automatic");
         }
         let name = self.key_name.clone();
         self.versions = Some(vault.list_versions(&name).await?);

@@ -35,30 +35,10 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Key Vault (and the `rsa` crate) stop at 4096-bit RSA keys.
 pub const MAX_RSA_BITS: usize = 4096;
 
-/// Elliptic curves Key Vault can hold, named as Key Vault's JWKs name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Curve {
-    /// NIST P-256 (secp256r1, prime256v1).
-    P256,
-    /// secp256k1, which Key Vault calls "P-256K".
-    P256K,
-    /// NIST P-384 (secp384r1).
-    P384,
-    /// NIST P-521 (secp521r1).
-    P521,
-}
+/// The API's curve type: the curves Key Vault can hold, as its JWKs name them.
+pub use crate::api::Curve;
 
 impl Curve {
-    /// The JWK `crv` name Key Vault uses ("P-256", "P-256K", "P-384", "P-521").
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Curve::P256 => "P-256",
-            Curve::P256K => "P-256K",
-            Curve::P384 => "P-384",
-            Curve::P521 => "P-521",
-        }
-    }
-
     /// Maps a JWK `crv` value to a curve. Accepts RFC 8812's "secp256k1" as well
     /// as Key Vault's "P-256K" so JWKs from either world import.
     pub fn from_jwk_crv(crv: &str) -> Option<Curve> {

@@ -283,7 +283,7 @@ fn generated_mismatch(desired: &DesiredKey, latest: &ObservedKey) -> bool {
         return true;
     }
     if let (Some(curve), Some(observed)) = (curve, &latest.curve)
-        && Curve::from_name(observed) != Some(curve)
+        && Curve::from_jwk_crv(observed) != Some(curve)
     {
         return true;
     }

@@ -175,6 +175,15 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// A new key version seen: `manual` (rotateToken), `automatic` (Key Vault), `import`.
+    pub fn rotation(&self, kind: &str) {
+        self.rotations_observed
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn kube_write(&self, kind: &str) {
         self.kube_writes
             .get_or_create(&KindLabels {
