@@ -21,7 +21,9 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::access::AccessPolicy;
-use crate::api::{DeletionPolicy, OWNER_TAG, PendingRotation, VaultKey, VaultKeyStatus};
+use crate::api::{
+    DeletionPolicy, IMPORTED_MATERIAL_TAG, OWNER_TAG, PendingRotation, VaultKey, VaultKeyStatus,
+};
 use crate::key_material::KeyMaterial;
 use crate::keyvault::{
     ImportKey, KeyVault, ObservedKey, VaultError, VaultErrorKind, VaultProvider,
@@ -303,7 +305,7 @@ async fn reconcile_inner(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action,
         let result = finalizer(&api, FINALIZER, vk, |event| async {
             match event {
                 FinalizerEvent::Apply(vk) => apply(&vk, &ctx, &api).await,
-                FinalizerEvent::Cleanup(vk) => cleanup(&vk, &ctx).await,
+                FinalizerEvent::Cleanup(vk) => cleanup(&vk, &ctx, &api).await,
             }
         })
         .await
@@ -522,9 +524,31 @@ impl<'a> Session<'a> {
         };
         self.latest = observed.latest;
         self.policy = observed.policy;
-        for step in steps {
-            self.apply_step(step, &desired, vault.as_ref(), material.as_ref(), api)
-                .await?;
+        let mut steps = steps.into_iter();
+        while let Some(step) = steps.next() {
+            if let Err(failure) = self
+                .apply_step(step, &desired, vault.as_ref(), material.as_ref(), api)
+                .await
+            {
+                // What this observation decided about rotateToken still holds: without it a
+                // failed policy write after a create would turn the initial token into a
+                // rotation on the next pass.
+                for step in steps {
+                    if let Step::AdoptRotateToken { token } | Step::RecordRotation { token } = step
+                    {
+                        self.memory.observed_rotate_token = Some(token);
+                        self.memory.pending_rotation = None;
+                    }
+                }
+                return Err(failure);
+            }
+        }
+        // The vault's own record of what was imported: right even when the import's answer
+        // was lost to a timeout or a crash.
+        if let (Some(material), Some(latest)) = (&material, &self.latest)
+            && latest.tags.get(IMPORTED_MATERIAL_TAG) == Some(&material.public_thumbprint())
+        {
+            self.memory.imported_material = Some(material.fingerprint());
         }
         self.refresh_versions(vault.as_ref())
             .await
@@ -748,7 +772,7 @@ impl<'a> Session<'a> {
         let previous = self.vk.status.as_ref();
         let shown = previous.and_then(|s| s.current_version.as_deref());
         if shown == Some(latest.version.as_str())
-            && previous.is_some_and(|s| !s.versions.is_empty())
+            && previous.is_some_and(|s| !s.versions.is_empty() && s.version_count.is_some())
         {
             return Ok(());
         }
@@ -829,11 +853,35 @@ impl<'a> Session<'a> {
 }
 
 /// Deletion: Retain only lets go; Delete and Purge act only on a key this VaultKey owns.
-async fn cleanup(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
     let result = cleanup_vault(vk, ctx).await;
-    if result.is_ok() {
+    match &result {
         // The object is about to go: forget its failure count.
-        ctx.reset_backoff(&object_key(vk));
+        Ok(_) => ctx.reset_backoff(&object_key(vk)),
+        // Say on the object why it does not go away, and what the way out is.
+        Err(e) => {
+            let readiness = Readiness::not_ready(
+                "DeletionBlocked",
+                format!(
+                    "the key cannot be removed from {} as deletionPolicy {:?} asks: {e}; restore access to the vault, or annotate the VaultKey {ABANDON_ANNOTATION}=true to let it go without touching the vault",
+                    vk.spec.vault_url, vk.spec.deletion_policy
+                ),
+            );
+            let session = Session::new(vk, ctx);
+            if vk
+                .ready_condition()
+                .is_none_or(|c| c.reason != readiness.reason || c.message != readiness.message)
+            {
+                session
+                    .event(
+                        EventType::Warning,
+                        &readiness.reason,
+                        readiness.message.clone(),
+                    )
+                    .await;
+            }
+            session.write_status(api, &readiness).await?;
+        }
     }
     result
 }

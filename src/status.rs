@@ -126,11 +126,14 @@ pub fn build(
         Some(versions) => versions.iter().map(version_status).collect(),
         None => previous.map(|p| p.versions.clone()).unwrap_or_default(),
     };
+    // A count read for an earlier current version is stale: leave it unknown until listed.
     let count = facts
         .versions
         .map(<[KeyVersion]>::len)
         .and_then(|n| i32::try_from(n).ok())
-        .or(previous.and_then(|p| p.version_count));
+        .or(previous
+            .filter(|p| p.current_version.as_deref() == Some(latest.version.as_str()))
+            .and_then(|p| p.version_count));
     // The latest version's entry comes from the freshest read.
     let mut versions: Vec<KeyVersionStatus> = versions
         .into_iter()

@@ -695,3 +695,433 @@ rotationPolicy:
         assert!(check(bad).is_err());
     }
 }
+
+/// Property tests: arbitrary VaultKeySpec-like JSON (known fields with plausible, edge and
+/// wrong-typed values, unknown fields, random nesting). Whatever deserialises (what the CRD
+/// schema would let through, and more: the schema is stricter than serde) must validate to Ok
+/// or to an `InvalidSpec` naming a field the input has, never panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    /// Every field `validate_spec` may name.
+    const REPORTED: &[&str] = &[
+        "vaultUrl",
+        "keyName",
+        "keySize",
+        "curve",
+        "publicExponent",
+        "attributes",
+        "attributes.expiresOn",
+        "attributes.expiresAfter",
+        "attributes.notBefore",
+        "tags",
+        "rotationPolicy",
+        "rotationPolicy.expiresIn",
+        "rotationPolicy.lifetimeActions",
+        "import",
+        "rotateToken",
+    ];
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,24}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-zA-Z./]{1,12}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A plausible value most of the time, anything (usually the wrong type) otherwise.
+    fn or_anything(plausible: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Value> {
+        prop_oneof![40 => plausible, 1 => any_json()].boxed()
+    }
+
+    fn one_of(values: &'static [&'static str]) -> impl Strategy<Value = Value> {
+        prop::sample::select(values).prop_map(Value::from)
+    }
+
+    /// One of the API's values mostly, sometimes a value the API does not have.
+    fn enum_value(
+        valid: &'static [&'static str],
+        invalid: &'static [&'static str],
+    ) -> impl Strategy<Value = Value> {
+        prop_oneof![12 => one_of(valid), 1 => one_of(invalid)]
+    }
+
+    fn period() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            "P[0-9]{1,3}[DWMY]",
+            "P[0-9]{1,2}Y[0-9]{1,2}M[0-9]{1,2}W[0-9]{1,3}D",
+            "P[0-9]{6,9}[DWMY]",
+            "P(0D)?",
+            "P[0-9]{1,2}D[0-9]{1,2}Y",
+            "PT[0-9]{1,2}H",
+            "[0-9]{1,3} ?days",
+            ".{0,12}",
+        ]
+        .prop_map(Value::from)
+    }
+
+    fn timestamp() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (
+                0i32..10_000,
+                0u32..14,
+                0u32..33,
+                0u32..25,
+                0u32..61,
+                0u32..61
+            )
+                .prop_map(|(y, mo, d, h, mi, s)| format!(
+                    "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"
+                )),
+            (1970i32..2200, 1u32..13, 1u32..29, 0u32..1_000_000_000).prop_map(|(y, mo, d, ns)| {
+                format!("{y:04}-{mo:02}-{d:02}T12:00:00.{ns:09}+05:30")
+            }),
+            Just("9999-12-31T23:59:59Z".to_owned()),
+            Just("+262143-01-01T00:00:00Z".to_owned()),
+            ".{0,25}",
+        ]
+        .prop_map(Value::from)
+    }
+
+    fn vault_url() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            12 => "https://[a-z0-9-]{1,24}\\.vault\\.azure\\.net/?",
+            2 => "https://[a-zA-Z0-9.-]{1,20}(:[0-9]{1,6})?",
+            1 => "(http|ftp|HTTPS)://[a-z.]{1,12}",
+            1 => "https://v\\.vault\\.azure\\.net/[a-z?#]{1,8}",
+            1 => "https://\\[[0-9a-f:]{2,16}\\](:[0-9]{1,5})?",
+            1 => ".{0,30}",
+        ]
+        .prop_map(Value::from)
+    }
+
+    fn lifetime_action() -> impl Strategy<Value = Value> {
+        (
+            or_anything(enum_value(&["Rotate", "Notify"], &["rotate", "Explode"])),
+            prop::option::of(or_anything(period())),
+            prop::option::of(or_anything(period())),
+        )
+            .prop_map(|(action, after, before)| {
+                let mut m = Map::new();
+                m.insert("action".into(), action);
+                if let Some(a) = after {
+                    m.insert("timeAfterCreate".into(), a);
+                }
+                if let Some(b) = before {
+                    m.insert("timeBeforeExpiry".into(), b);
+                }
+                Value::Object(m)
+            })
+    }
+
+    fn rotation_policy() -> impl Strategy<Value = Value> {
+        (
+            prop::option::of(or_anything(period())),
+            prop::option::of(or_anything(
+                prop::collection::vec(lifetime_action(), 0..4).prop_map(Value::Array),
+            )),
+        )
+            .prop_map(|(expires_in, actions)| {
+                let mut m = Map::new();
+                if let Some(e) = expires_in {
+                    m.insert("expiresIn".into(), e);
+                }
+                if let Some(a) = actions {
+                    m.insert("lifetimeActions".into(), a);
+                }
+                Value::Object(m)
+            })
+    }
+
+    fn attributes() -> impl Strategy<Value = Value> {
+        (
+            prop::option::of(or_anything(any::<bool>().prop_map(Value::Bool))),
+            prop::option::of(or_anything(timestamp())),
+            prop::option::of(or_anything(period())),
+            prop::option::of(or_anything(timestamp())),
+            prop::option::of(or_anything(any::<bool>().prop_map(Value::Bool))),
+        )
+            .prop_map(|(enabled, exp, after, nbf, exportable)| {
+                let mut m = Map::new();
+                for (k, v) in [
+                    ("enabled", enabled),
+                    ("expiresOn", exp),
+                    ("expiresAfter", after),
+                    ("notBefore", nbf),
+                    ("exportable", exportable),
+                ] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v);
+                    }
+                }
+                Value::Object(m)
+            })
+    }
+
+    fn tags() -> impl Strategy<Value = Value> {
+        prop::collection::btree_map(
+            prop_oneof![
+                "[a-z]{1,8}",
+                "vaultkey\\.dev/[a-z-]{0,10}",
+                "vaultkey\\.dev",
+                ".{0,10}"
+            ],
+            ".{0,20}".prop_map(Value::from),
+            0..16,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    fn import() -> impl Strategy<Value = Value> {
+        (".{0,12}", ".{0,12}")
+            .prop_map(|(name, key)| json!({"secretRef": {"name": name, "key": key}}))
+    }
+
+    /// A spec-like object: each known field present or not, plus unknown fields.
+    fn spec_json() -> impl Strategy<Value = Value> {
+        let identity = (
+            prop::option::weighted(0.95, or_anything(vault_url())),
+            prop::option::weighted(
+                0.97,
+                or_anything(enum_value(
+                    &["RSA", "RSA-HSM", "EC", "EC-HSM", "oct-HSM"],
+                    &["oct", "rsa", ""],
+                )),
+            ),
+            prop::option::weighted(
+                0.3,
+                or_anything(
+                    prop::sample::select(
+                        &[
+                            128i64,
+                            192,
+                            256,
+                            1024,
+                            2048,
+                            3072,
+                            4096,
+                            0,
+                            -2048,
+                            2_147_483_647,
+                        ][..],
+                    )
+                    .prop_map(Value::from),
+                ),
+            ),
+            prop::option::weighted(
+                0.3,
+                or_anything(enum_value(
+                    &["P-256", "P-256K", "P-384", "P-521"],
+                    &["P-192", "secp256k1"],
+                )),
+            ),
+            prop::option::weighted(
+                0.2,
+                or_anything(
+                    prop::sample::select(
+                        &[3i64, 65537, 4, 1, 0, -3, 2_147_483_647, -2_147_483_648][..],
+                    )
+                    .prop_map(Value::from),
+                ),
+            ),
+            prop::option::of(or_anything(
+                prop::collection::vec(
+                    prop_oneof![
+                        40 => one_of(&[
+                            "encrypt",
+                            "decrypt",
+                            "sign",
+                            "verify",
+                            "wrapKey",
+                            "unwrapKey",
+                            "import",
+                            "export",
+                        ]),
+                        1 => one_of(&["frobnicate", "Encrypt"]),
+                    ],
+                    0..10,
+                )
+                .prop_map(Value::Array),
+            )),
+        );
+        let behaviour = (
+            prop::option::of(or_anything(attributes())),
+            prop::option::of(or_anything(tags())),
+            prop::option::of(or_anything(
+                (".{0,30}", prop::option::of(".{0,20}"), prop::option::of(any::<bool>())).prop_map(
+                    |(data, content_type, immutable)| json!({"data": data, "contentType": content_type, "immutable": immutable}),
+                ),
+            )),
+            prop::option::of(or_anything(rotation_policy())),
+            prop::option::weighted(0.3, or_anything(".{0,40}".prop_map(Value::from))),
+            prop::option::weighted(0.2, or_anything(import())),
+            prop::option::of(or_anything(any::<bool>().prop_map(Value::Bool))),
+            prop::option::of(or_anything(enum_value(&["Retain", "Delete", "Purge"], &["Shred"]))),
+            prop::collection::btree_map("[a-z]{1,10}", any_json(), 0..3),
+        );
+        (identity, behaviour).prop_map(
+            |(
+                (vault, key_type, size, curve, exponent, ops),
+                (attributes, tags, release, policy, token, import, adopt, deletion, unknown),
+            )| {
+                let mut m: Map<String, Value> = unknown.into_iter().collect();
+                for (k, v) in [
+                    ("vaultUrl", vault),
+                    ("keyType", key_type),
+                    ("keySize", size),
+                    ("curve", curve),
+                    ("publicExponent", exponent),
+                    ("keyOps", ops),
+                    ("attributes", attributes),
+                    ("tags", tags),
+                    ("releasePolicy", release),
+                    ("rotationPolicy", policy),
+                    ("rotateToken", token),
+                    ("import", import),
+                    ("adopt", adopt),
+                    ("deletionPolicy", deletion),
+                ] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v);
+                    }
+                }
+                Value::Object(m)
+            },
+        )
+    }
+
+    fn key_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            10 => "[a-zA-Z0-9-]{1,127}",
+            1 => "[a-z]{126,130}",
+            1 => ".{0,20}",
+        ]
+    }
+
+    /// What happened to one generated spec.
+    #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+    enum Outcome {
+        /// serde (and so the CRD schema, which is stricter) refuses it.
+        NotASpec,
+        Valid,
+        Invalid(&'static str),
+    }
+
+    /// Runs one case and checks the properties; returns what happened.
+    fn check_one(spec: &Value, key_name: String) -> Result<Outcome, TestCaseError> {
+        let Ok(parsed) = serde_json::from_value::<VaultKeySpec>(spec.clone()) else {
+            return Ok(Outcome::NotASpec);
+        };
+        let result = std::panic::catch_unwind(|| validate_spec(&parsed, key_name.clone()));
+        let Ok(result) = result else {
+            return Err(TestCaseError::fail(format!(
+                "validate_spec panicked on {spec} (keyName {key_name:?})"
+            )));
+        };
+        match result {
+            Ok(desired) => {
+                prop_assert!(desired.vault_url.starts_with("https://"));
+                prop_assert!(!desired.vault_url.ends_with('/'));
+                prop_assert!(
+                    !desired.key_name.is_empty()
+                        && desired.key_name.len() <= 127
+                        && desired
+                            .key_name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                );
+                prop_assert!(desired.tags.len() <= MAX_USER_TAGS);
+                prop_assert!(
+                    desired
+                        .tags
+                        .keys()
+                        .all(|k| !k.starts_with(RESERVED_TAG_PREFIX))
+                );
+                if matches!(desired.material, Material::Imported(_)) {
+                    prop_assert!(desired.rotate_token.is_none());
+                    prop_assert!(desired.key_type.is_rsa() || desired.key_type.is_ec());
+                }
+                if let Some(policy) = &desired.rotation_policy
+                    && let Some(exp) = policy.expires_in
+                {
+                    prop_assert!(exp.approx_days() >= MIN_POLICY_EXPIRY_DAYS);
+                }
+                Ok(Outcome::Valid)
+            }
+            Err(e) => {
+                prop_assert!(
+                    REPORTED.contains(&e.field),
+                    "unexpected field {:?} for {}",
+                    e.field,
+                    spec
+                );
+                prop_assert!(!e.message.trim().is_empty());
+                prop_assert_eq!(e.to_string(), format!("spec.{}: {}", e.field, e.message));
+                // The field named is one the input has (keyName may come from metadata.name).
+                let top = e.field.split('.').next().unwrap_or_default();
+                prop_assert!(
+                    top == "keyName" || spec.get(top).is_some(),
+                    "{} names {:?}, which the spec does not have",
+                    spec,
+                    e.field
+                );
+                Ok(Outcome::Invalid(e.field))
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn validate_spec_never_panics_and_names_a_field(spec in spec_json(), name in key_name()) {
+            check_one(&spec, name)?;
+        }
+    }
+
+    /// The generator reaches deep into validation: valid specs, and rejections for many
+    /// different fields (not only serde refusals).
+    #[test]
+    fn generated_specs_reach_every_kind_of_outcome() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let strategy = (spec_json(), key_name());
+        let mut outcomes = std::collections::BTreeMap::new();
+        for _ in 0..5000 {
+            let (spec, name) = strategy.new_tree(&mut runner).unwrap().current();
+            let outcome = check_one(&spec, name).unwrap();
+            *outcomes.entry(outcome).or_insert(0u32) += 1;
+        }
+        eprintln!("validate_spec outcomes over 5000 generated specs: {outcomes:?}");
+        assert!(
+            outcomes.get(&Outcome::Valid).copied().unwrap_or(0) >= 100,
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes.get(&Outcome::NotASpec).copied().unwrap_or(0) >= 100,
+            "{outcomes:?}"
+        );
+        let fields = outcomes
+            .keys()
+            .filter(|o| matches!(o, Outcome::Invalid(_)))
+            .count();
+        assert!(
+            fields >= 14,
+            "only {fields} different fields rejected: {outcomes:?}"
+        );
+    }
+}

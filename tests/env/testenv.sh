@@ -9,6 +9,8 @@
 #   tests/env/testenv.sh run [--keep] -- CMD  install, up in a fresh temp dir, run CMD with DIR/env.sh
 #                                             sourced, tear down; exit with CMD's status
 #   tests/env/testenv.sh shell [--keep]       like run, but starts an interactive $SHELL
+#   tests/env/testenv.sh restart-apiserver DIR  stop the kube-apiserver started in DIR (by PID) and
+#                                             start it again with the same flags and port
 #
 # Environment:
 #   VAULTKEY_TESTENV_CACHE   binary cache (default ~/.cache/vaultkey-testenv); binaries live in
@@ -44,7 +46,7 @@ log() { printf 'testenv: %s\n' "$*" >&2; }
 die() { printf 'testenv: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '5,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -547,6 +549,62 @@ cmd_up() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# restart-apiserver
+# ---------------------------------------------------------------------------------------------
+
+# port_free PORT: a listener could bind 127.0.0.1:PORT now (with SO_REUSEADDR, as Go's listeners).
+port_free() {
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.close()
+PY
+}
+
+# cmd_restart_apiserver DIR: stops the kube-apiserver of the environment in DIR by its PID and
+# starts the same binary again with the same command line (so the same port, etcd, cert-dir and
+# token file: the kubeconfig stays valid), then waits for /readyz. etcd keeps running, so every
+# object survives. The previous log is kept as logs/kube-apiserver.restart-N.log.
+# Set VAULTKEY_TESTENV_RESTART_DOWN_SECONDS to keep it stopped that long before starting it again.
+cmd_restart_apiserver() {
+  local dir=${1:?usage: testenv.sh restart-apiserver DIR}
+  [[ -d $dir ]] || die "restart-apiserver: $dir does not exist"
+  dir=$(cd "$dir" && pwd -P)
+  local pid port n t
+  pid=$(pid_of kube-apiserver "$dir")
+  if [[ -z $pid ]] || ! ours "$pid" "$dir"; then die "restart-apiserver: no kube-apiserver of $dir is running"; fi
+  port=$(cat "$dir/apiserver.port" 2>/dev/null) || die "restart-apiserver: $dir/apiserver.port is missing"
+  # The exact command line it was started with (NUL-separated in /proc).
+  local cmdline=()
+  mapfile -d '' -t cmdline <"/proc/$pid/cmdline"
+  (( ${#cmdline[@]} > 0 )) || die "restart-apiserver: cannot read the command line of pid $pid"
+  t=$(now_ms)
+  stop_pid kube-apiserver "$pid" "$dir"
+  rm -f "$dir/pids/kube-apiserver.pid"
+  n=1
+  while [[ -e $dir/logs/kube-apiserver.restart-$n.log ]]; do n=$(( n + 1 )); done
+  mv -f "$dir/logs/kube-apiserver.log" "$dir/logs/kube-apiserver.restart-$n.log" 2>/dev/null || true
+  log "kube-apiserver (pid $pid) stopped after $(since "$t")"
+  sleep "${VAULTKEY_TESTENV_RESTART_DOWN_SECONDS:-0}"
+  # The port was ours a moment ago; wait until the kernel lets it go (TIME_WAIT does not block
+  # a listener, but the old process may still be closing its socket).
+  local deadline=$(( $(date +%s) + 30 ))
+  until port_free "$port"; do
+    (( $(date +%s) < deadline )) || die "restart-apiserver: port $port is still taken after 30 s"
+    sleep 0.2
+  done
+  t=$(now_ms)
+  start kube-apiserver "$dir" "${cmdline[@]}"
+  if ! wait_apiserver "$dir" "$port"; then
+    log_tail kube-apiserver "$dir"
+    die "restart-apiserver: kube-apiserver did not become ready on port $port again"
+  fi
+  log "kube-apiserver restarted on https://127.0.0.1:$port (pid $(pid_of kube-apiserver "$dir")), ready after $(since "$t")"
+}
+
+# ---------------------------------------------------------------------------------------------
 # run / shell
 # ---------------------------------------------------------------------------------------------
 
@@ -654,6 +712,7 @@ main() {
     down) cmd_down "$@" ;;
     run) cmd_run "$@" ;;
     shell) cmd_shell "$@" ;;
+    restart-apiserver) cmd_restart_apiserver "$@" ;;
     -h|--help|help) usage ;;
     *) log "unknown subcommand '$sub'"; usage ;;
   esac

@@ -77,7 +77,11 @@ async fn route(app: &App, req: Request<Incoming>, method: &Method, path: &str) -
                 ),
             }
         }
-        (&Method::GET, ["stats"]) => ok(&app.stats.snapshot()),
+        (&Method::GET, ["stats"]) => {
+            let mut stats = app.stats.snapshot();
+            stats["budget"] = app.faults.budget_counters();
+            ok(&stats)
+        }
         (&Method::POST, ["stats", "reset"]) => {
             app.stats.reset();
             ok(&app.stats.snapshot())

@@ -14,6 +14,7 @@ use hyper::{Method, Request, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::app::App;
+use crate::budget::Class;
 use crate::error::{ApiError, HttpResponse, empty_response, json_response};
 use crate::faults::{Fault, FaultKind};
 use crate::keys::{self, KeyShape, Kty};
@@ -335,6 +336,26 @@ pub async fn handle(app: Arc<App>, vault: Arc<str>, req: Request<Incoming>) -> O
     }
 
     let op = route.operation();
+    // The body is read up front: rate-limit mode needs the key type of a create.
+    let query = Query::parse(req.uri().query().unwrap_or(""));
+    let body = read_body(req).await;
+    if let Err(retry_after) = app
+        .faults
+        .admit(&vault, budget_class(&app, &vault, &route, &body))
+    {
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Throttled",
+            "Request was not processed because too many requests were received. Reason: the vault's request budget (kv-emulator rate-limit mode).",
+        )
+        .to_response();
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        add_service_headers(&mut response, client_request_id);
+        finish(op, response.status().as_u16());
+        return Outcome::Respond(response);
+    }
     let fault = app.faults.decide(op);
     if let Some(f) = fault {
         app.stats.record_fault(f.kind.as_str());
@@ -354,10 +375,9 @@ pub async fn handle(app: Arc<App>, vault: Arc<str>, req: Request<Incoming>) -> O
         }
     }
 
-    let query = Query::parse(req.uri().query().unwrap_or(""));
     let result = match check_api_version(query.api_version.as_deref()) {
         Err(e) => Err(e),
-        Ok(api_version) => match read_body(req).await {
+        Ok(api_version) => match body {
             Err(e) => Err(e),
             Ok(body) => dispatch(&app, &vault, route, &query, &api_version, &body).await,
         },
@@ -372,6 +392,41 @@ pub async fn handle(app: Arc<App>, vault: Arc<str>, req: Request<Incoming>) -> O
         tokio::time::sleep(Duration::from_secs(f.hold_seconds)).await;
     }
     Outcome::Respond(response)
+}
+
+/// Which of Key Vault's limits a request counts against: creates (and rotations, which create
+/// a version) by key type, everything else as "other".
+fn budget_class(app: &App, vault: &str, route: &Route, body: &Result<Bytes, ApiError>) -> Class {
+    let hsm = |kty: &str| kty.ends_with("-HSM");
+    match route {
+        Route::CreateKey(_) => {
+            let kty = body
+                .as_ref()
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| v.get("kty").and_then(|k| k.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            if hsm(&kty) {
+                Class::HsmCreate
+            } else {
+                Class::SoftwareCreate
+            }
+        }
+        Route::RotateKey(name) => {
+            let is_hsm = app
+                .store()
+                .vaults
+                .get(vault)
+                .and_then(|v| v.record(name).ok().map(|r| r.latest().kty))
+                .is_some_and(|kty| matches!(kty, Kty::RsaHsm | Kty::EcHsm | Kty::OctHsm));
+            if is_hsm {
+                Class::HsmCreate
+            } else {
+                Class::SoftwareCreate
+            }
+        }
+        _ => Class::Other,
+    }
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {

@@ -8,6 +8,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::budget::{Budget, BudgetConfigIn, Class};
 use crate::stats::Operation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +57,10 @@ impl FaultKind {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultConfigIn {
+    /// Probability of a random fault; may be left out (0) when only `createBudget` is set.
+    #[serde(default)]
     pub rate: f64,
+    #[serde(default)]
     pub kinds: Vec<String>,
     pub seed: Option<u64>,
     pub retry_after_seconds: Option<u64>,
@@ -64,6 +68,9 @@ pub struct FaultConfigIn {
     /// How long `timeout_after_commit` holds the response (default 60 s).
     pub hold_seconds: Option<u64>,
     pub operations: Option<Vec<String>>,
+    /// Key Vault's per-vault request budget (rate-limit mode, see `budget.rs`).
+    #[serde(default)]
+    pub create_budget: Option<BudgetConfigIn>,
 }
 
 /// One injected fault and its parameters.
@@ -90,6 +97,7 @@ struct ActiveFaults {
 #[derive(Debug, Default)]
 pub struct Faults {
     active: Mutex<Option<ActiveFaults>>,
+    budget: Mutex<Option<Budget>>,
 }
 
 impl Faults {
@@ -97,12 +105,17 @@ impl Faults {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Validates and installs a configuration (replacing any previous one).
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Option<Budget>> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Validates and installs a configuration (replacing any previous one, budget included).
     pub fn configure(&self, cfg: FaultConfigIn) -> Result<Value, String> {
         if !(0.0..=1.0).contains(&cfg.rate) {
             return Err("rate must be between 0 and 1".into());
         }
-        if cfg.kinds.is_empty() {
+        let budget = cfg.create_budget.as_ref().map(Budget::new).transpose()?;
+        if cfg.kinds.is_empty() && (budget.is_none() || cfg.rate > 0.0) {
             return Err("kinds must name at least one fault kind".into());
         }
         let kinds = cfg
@@ -129,6 +142,11 @@ impl Faults {
                     .collect::<Result<BTreeSet<_>, _>>()?,
             ),
         };
+        *self.lock_budget() = budget;
+        if cfg.kinds.is_empty() {
+            *self.lock() = None;
+            return Ok(self.describe());
+        }
         let seed = cfg.seed.unwrap_or_else(rand::random);
         *self.lock() = Some(ActiveFaults {
             rate: cfg.rate,
@@ -145,9 +163,37 @@ impl Faults {
 
     pub fn clear(&self) {
         *self.lock() = None;
+        *self.lock_budget() = None;
+    }
+
+    /// The budget's counters (`null` when no budget is set).
+    pub fn budget_counters(&self) -> Value {
+        self.lock_budget()
+            .as_ref()
+            .map_or(Value::Null, Budget::describe)
+    }
+
+    /// Rate-limit mode: counts the request's arrival (Retry-After windows) and admits it, or
+    /// answers the Retry-After seconds of a 429. Always admits when no budget is set.
+    pub fn admit(&self, vault: &str, class: Class) -> Result<(), u64> {
+        let mut guard = self.lock_budget();
+        let Some(budget) = guard.as_mut() else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        budget.arrival(vault, now);
+        budget.admit(vault, class, now)
     }
 
     pub fn describe(&self) -> Value {
+        let mut described = self.describe_random();
+        if let Some(budget) = self.lock_budget().as_ref() {
+            described["createBudget"] = budget.describe();
+        }
+        described
+    }
+
+    fn describe_random(&self) -> Value {
         match &*self.lock() {
             None => json!({ "enabled": false }),
             Some(a) => json!({
@@ -201,6 +247,7 @@ mod tests {
             slow_millis: None,
             hold_seconds: None,
             operations: ops.map(|o| o.iter().map(|s| s.to_string()).collect()),
+            create_budget: None,
         }
     }
 
@@ -215,6 +262,34 @@ mod tests {
                 .is_err()
         );
         assert_eq!(f.describe()["enabled"], false);
+    }
+
+    #[test]
+    fn a_budget_alone_is_a_valid_configuration() {
+        let f = Faults::default();
+        let cfg: FaultConfigIn =
+            serde_json::from_str(r#"{"createBudget": {"perTenSeconds": 1}}"#).unwrap();
+        let described = f.configure(cfg).unwrap();
+        assert_eq!(described["enabled"], false);
+        assert_eq!(described["createBudget"]["perTenSeconds"], 1);
+        assert_eq!(f.decide(Operation::CreateKey), None);
+        assert_eq!(f.admit("default", Class::SoftwareCreate), Ok(()));
+        assert!(f.admit("default", Class::SoftwareCreate).is_err());
+        assert_eq!(f.admit("default", Class::Other), Ok(()));
+        assert_eq!(f.budget_counters()["throttled"]["default"], 1);
+        // A random-fault configuration without a budget replaces it.
+        f.configure(cfg_of(0.5, &["slow"])).unwrap();
+        assert_eq!(f.budget_counters(), Value::Null);
+        assert_eq!(f.admit("default", Class::SoftwareCreate), Ok(()));
+        let zero: FaultConfigIn =
+            serde_json::from_str(r#"{"createBudget": {"perTenSeconds": 0}}"#).unwrap();
+        assert!(f.configure(zero).is_err());
+        f.clear();
+        assert_eq!(f.describe(), json!({ "enabled": false }));
+    }
+
+    fn cfg_of(rate: f64, kinds: &[&str]) -> FaultConfigIn {
+        cfg(rate, kinds, None)
     }
 
     #[test]

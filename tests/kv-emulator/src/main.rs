@@ -17,6 +17,7 @@
 mod admin;
 mod api;
 mod app;
+mod budget;
 mod error;
 mod faults;
 mod keys;
