@@ -13,9 +13,9 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -57,12 +57,14 @@ pub struct Settings {
 /// Everything a reconcile needs, built once.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
     pub vaults: Arc<dyn VaultProvider>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     /// Consecutive transient failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// When each VaultKey (by uid) last matched the vault, and for which generation: the
+    /// watch event caused by the operator's own status write then needs no vault reads.
+    checked: Mutex<HashMap<String, (Option<i64>, Instant)>>,
 }
 
 impl Context {
@@ -72,17 +74,42 @@ impl Context {
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(settings.reporter.clone()),
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
             client,
             vaults,
             metrics,
             settings,
             failures: Mutex::new(HashMap::new()),
+            checked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long until the next resync is due, when this VaultKey matched the vault for its
+    /// current generation less than a resync interval ago and status still says so.
+    fn recently_checked(&self, vk: &VaultKey) -> Option<Duration> {
+        let ready_now = vk
+            .ready_condition()
+            .is_some_and(|c| c.status == "True" && c.observed_generation == vk.meta().generation);
+        if !ready_now {
+            return None;
+        }
+        let uid = vk.uid()?;
+        let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        let (generation, at) = checked.get(&uid)?;
+        let due = jittered(self.settings.resync_interval, &object_key(vk));
+        (*generation == vk.meta().generation)
+            .then(|| due.checked_sub(at.elapsed()))
+            .flatten()
+            .filter(|left| *left > Duration::from_secs(1))
+    }
+
+    fn mark_checked(&self, vk: &VaultKey, matched: bool) {
+        let Some(uid) = vk.uid() else { return };
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if matched {
+            checked.insert(uid, (vk.meta().generation, Instant::now()));
+        } else {
+            checked.remove(&uid);
         }
     }
 
@@ -165,7 +192,6 @@ impl Failure {
             Failure::ImportSecret { reason, .. } => reason,
             Failure::Blocked(Blocker::KeyExistsNotAdopted) => "KeyExistsNotAdopted",
             Failure::Blocked(Blocker::OwnedByAnotherVaultKey { .. }) => "OwnedByAnotherVaultKey",
-            Failure::Blocked(Blocker::SoftDeleted) => "SoftDeletedConflict",
             Failure::Vault(e) => reason_for(&e.kind),
         }
     }
@@ -183,12 +209,9 @@ impl Failure {
             Failure::Blocked(Blocker::OwnedByAnotherVaultKey { owner }) => format!(
                 "key {key} in {vault} is managed by VaultKey {owner}; two VaultKeys must not manage one key"
             ),
-            Failure::Blocked(Blocker::SoftDeleted) => format!(
-                "key {key} in {vault} is soft-deleted; recover it (az keyvault key recover) or purge it (az keyvault key purge) before it can be managed again"
-            ),
             Failure::Vault(e) => match e.kind {
                 VaultErrorKind::DeletedButRecoverable => format!(
-                    "key {key} in {vault} is soft-deleted; recover or purge it before it can be managed again ({e})"
+                    "key {key} in {vault} is soft-deleted; recover it (az keyvault key recover) or purge it (az keyvault key purge) before it can be managed again ({e})"
                 ),
                 VaultErrorKind::Forbidden => format!(
                     "the operator's identity may not perform {} on {vault}: grant it the Key Vault Crypto Officer role or the matching access policy ({e})",
@@ -252,7 +275,15 @@ async fn run_one(
         watch = watch.labels(selector);
     }
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
-    let controller = Controller::new(api, watch)
+    // The cache keeps VaultKeys without managedFields (about 40 % of an object; the operator
+    // never reads them).
+    let (reader, writer) = kube::runtime::reflector::store();
+    let objects = watcher(api, watch)
+        .default_backoff()
+        .modify(|vk: &mut VaultKey| vk.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(objects, reader)
         .with_config(config)
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
@@ -262,7 +293,7 @@ async fn run_one(
         .for_each(|result| {
             metrics
                 .managed_keys
-                .set(i64::try_from(store.state().len()).unwrap_or(i64::MAX));
+                .set(i64::try_from(store.len()).unwrap_or(i64::MAX));
             if let Err(e) = result {
                 debug!(error = %e, "reconcile did not finish");
             }
@@ -348,6 +379,11 @@ pub fn error_policy(vk: Arc<VaultKey>, error: &Error, ctx: Arc<Context>) -> Acti
 /// One pass of dereference → validate → plan → apply → status.
 async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
     let key = object_key(vk);
+    // Woken by our own status write (or another metadata-only change) right after a
+    // successful check: the vault was read moments ago, so wait for the resync instead.
+    if let Some(left) = ctx.recently_checked(vk) {
+        return Ok(Action::requeue(left));
+    }
     let mut session = Session::new(vk, ctx);
     let outcome = session.converge(api).await;
     let (readiness, action) = match &outcome {
@@ -406,6 +442,7 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
         }
     }
     session.write_status(api, &readiness).await?;
+    ctx.mark_checked(vk, readiness.ready);
     Ok(action)
 }
 
@@ -432,6 +469,8 @@ struct Session<'a> {
     memory: Memory,
     /// This reconcile made a version itself (so a new version is not an automatic rotation).
     made_version: bool,
+    /// This reconcile created the key (it did not exist before).
+    created_new: bool,
 }
 
 impl<'a> Session<'a> {
@@ -450,24 +489,51 @@ impl<'a> Session<'a> {
                 imported_material: previous.and_then(|s| s.imported_material.clone()),
             },
             made_version: false,
+            created_new: false,
         }
     }
 
+    /// Creates an events.k8s.io Event directly. The runtime's `Recorder` keeps every event
+    /// it published for six minutes (to count repeats as a series) and scans that cache on
+    /// each publish: with thousands of VaultKeys that is tens of MiB and a global lock. The
+    /// operator publishes an event only when something changed, so there are no repeats to
+    /// aggregate.
     async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        let regarding = self.vk.object_ref(&());
+        let ns = regarding.namespace.clone().unwrap_or_default();
+        let event = K8sEvent {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:016x}",
+                    self.vk.name_any(),
+                    rand::random::<u64>()
+                )),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            action: Some("Reconcile".into()),
+            reason: Some(reason.into()),
+            note: Some(note.chars().take(1024).collect()),
+            type_: Some(
+                match type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .into(),
+            ),
+            regarding: Some(regarding),
+            reporting_controller: Some(FIELD_MANAGER.into()),
+            reporting_instance: Some(self.ctx.settings.reporter.clone()),
+            ..Default::default()
         };
-        match self
-            .ctx
-            .recorder
-            .publish(&event, &self.vk.object_ref(&()))
+        match Api::<K8sEvent>::namespaced(self.ctx.client.clone(), &ns)
+            .create(&kube::api::PostParams::default(), &event)
             .await
         {
-            Ok(()) => self.ctx.metrics.kube_write("event"),
+            Ok(_) => self.ctx.metrics.kube_write("event"),
             Err(e) => warn!(error = %e, reason, "could not publish an event"),
         }
     }
@@ -608,19 +674,11 @@ impl<'a> Session<'a> {
         vault: &dyn KeyVault,
     ) -> Result<Observed, VaultError> {
         let latest = vault.get_key(&desired.key_name).await?;
-        let soft_deleted = match latest {
-            Some(_) => false,
-            None => vault.get_deleted_key(&desired.key_name).await?.is_some(),
-        };
         let policy = match (&latest, &desired.rotation_policy) {
             (Some(_), Some(_)) => vault.get_rotation_policy(&desired.key_name).await?,
             _ => None,
         };
-        Ok(Observed {
-            latest,
-            soft_deleted,
-            policy,
-        })
+        Ok(Observed { latest, policy })
     }
 
     async fn apply_step(
@@ -653,6 +711,7 @@ impl<'a> Session<'a> {
                 info!(version = %key.version, "created");
                 self.event(EventType::Normal, "Created", note).await;
                 self.made_version = true;
+                self.created_new = !existed;
                 self.latest = Some(key);
             }
             Step::Import { properties, hsm } => {
@@ -792,6 +851,17 @@ impl<'a> Session<'a> {
             .await;
             self.ctx.metrics.rotation("automatic");
         }
+        if self.created_new {
+            // A key that did not exist has exactly the version just created.
+            self.versions = Some(vec![crate::keyvault::KeyVersion {
+                version: latest.version.clone(),
+                enabled: latest.enabled,
+                created: latest.created,
+                expires_on: latest.expires_on,
+                not_before: latest.not_before,
+            }]);
+            return Ok(());
+        }
         let name = self.key_name.clone();
         self.versions = Some(vault.list_versions(&name).await?);
         Ok(())
@@ -857,7 +927,10 @@ async fn cleanup(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Ac
     let result = cleanup_vault(vk, ctx).await;
     match &result {
         // The object is about to go: forget its failure count.
-        Ok(_) => ctx.reset_backoff(&object_key(vk)),
+        Ok(_) => {
+            ctx.reset_backoff(&object_key(vk));
+            ctx.mark_checked(vk, false);
+        }
         // Say on the object why it does not go away, and what the way out is.
         Err(e) => {
             let readiness = Readiness::not_ready(

@@ -33,8 +33,6 @@ impl Owner {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observed {
     pub latest: Option<ObservedKey>,
-    /// A soft-deleted key holds the name (only looked up when `latest` is absent).
-    pub soft_deleted: bool,
     /// `None` when not read (the spec does not manage the policy).
     pub policy: Option<ObservedPolicy>,
 }
@@ -68,8 +66,6 @@ pub enum Blocker {
     KeyExistsNotAdopted,
     /// The key is tagged for another VaultKey.
     OwnedByAnotherVaultKey { owner: String },
-    /// A soft-deleted key holds the name: recover or purge it.
-    SoftDeleted,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,9 +113,8 @@ pub struct PlanInput<'a> {
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let desired = input.desired;
     let Some(latest) = &input.observed.latest else {
-        if input.observed.soft_deleted {
-            return Plan::Blocked(Blocker::SoftDeleted);
-        }
+        // A soft-deleted key holding the name makes Key Vault answer the create with 409
+        // ObjectIsDeletedButRecoverable, reported as SoftDeletedConflict.
         return Plan::Steps(new_key(input));
     };
 

@@ -202,7 +202,8 @@ impl AzureVault {
     where
         F: Future<Output = azure_core::Result<T>>,
     {
-        self.budget.acquire(class).await;
+        // Held until the answer is in: the slot's 10 s start then (see `budget`).
+        let _permit = self.budget.acquire(class).await;
         let start = Instant::now();
         let result = tokio::time::timeout(self.timeout, request).await;
         let elapsed = start.elapsed();

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
 use tokio::time::Instant;
 
 const WINDOW: Duration = Duration::from_secs(10);
@@ -36,37 +38,51 @@ impl Default for Limits {
     }
 }
 
+/// One class of requests. Key Vault counts the requests that *arrive* in any 10-second window;
+/// a request arrives somewhere between the moment it was let go and the moment its answer came
+/// back. So a request holds its slot from [`Budget::acquire`] until [`WINDOW`] after its answer:
+/// however late it arrived, no 10-second window at the vault sees more than `limit` requests.
+/// (A token bucket of capacity `limit` refilled at `limit` per 10 s admits nearly twice that
+/// in the first window, and counting from the send time alone is undone by send jitter.)
 struct Bucket {
-    capacity: f64,
-    tokens: f64,
-    per_second: f64,
-    last: Instant,
+    limit: usize,
+    in_flight: usize,
+    /// When the answers of the requests of the last 10 s came back, oldest first.
+    answered: VecDeque<Instant>,
 }
 
 impl Bucket {
     fn new(per_window: u32) -> Self {
-        let capacity = f64::from(per_window.max(1));
         Bucket {
-            capacity,
-            tokens: capacity,
-            per_second: capacity / WINDOW.as_secs_f64(),
-            last: Instant::now(),
+            limit: per_window.max(1) as usize,
+            in_flight: 0,
+            answered: VecDeque::new(),
         }
     }
 
-    /// Takes a token, or says how long until one is available.
+    /// Takes a slot, or says how long to wait before asking again.
     fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - self.tokens) / self.per_second,
-            ))
+        while self
+            .answered
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
+        {
+            self.answered.pop_front();
         }
+        if self.in_flight + self.answered.len() < self.limit {
+            self.in_flight += 1;
+            return Ok(());
+        }
+        Err(match self.answered.front() {
+            Some(oldest) => (*oldest + WINDOW).saturating_duration_since(now),
+            // Every slot is in flight: one frees 10 s after its answer at the earliest.
+            None => WINDOW,
+        })
+    }
+
+    fn answered(&mut self, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.answered.push_back(now);
     }
 }
 
@@ -77,8 +93,33 @@ struct State {
     paused_until: Option<Instant>,
 }
 
+impl State {
+    fn bucket(&mut self, class: RequestClass) -> &mut Bucket {
+        match class {
+            RequestClass::SoftwareCreate => &mut self.software_creates,
+            RequestClass::HsmCreate => &mut self.hsm_creates,
+            RequestClass::Other => &mut self.other,
+        }
+    }
+}
+
 pub struct Budget {
     state: Mutex<State>,
+}
+
+/// A request's slot: dropping it (when the answer is in, or the request was abandoned) starts
+/// the slot's 10 seconds.
+#[must_use = "the slot is released when the permit is dropped, after the request"]
+pub struct Permit<'a> {
+    budget: &'a Budget,
+    class: RequestClass,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        self.budget.lock().bucket(self.class).answered(now);
+    }
 }
 
 impl Budget {
@@ -93,26 +134,28 @@ impl Budget {
         }
     }
 
-    /// Waits until the request may be sent. Returns how long it waited.
-    pub async fn acquire(&self, class: RequestClass) -> Duration {
-        let start = Instant::now();
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the request may be sent; keep the permit until its answer is in.
+    pub async fn acquire(&self, class: RequestClass) -> Permit<'_> {
         loop {
             let wait = {
-                let mut state = self.state.lock().await;
+                let mut state = self.lock();
                 let now = Instant::now();
                 match state.paused_until {
                     Some(until) if until > now => until - now,
-                    _ => {
-                        let bucket = match class {
-                            RequestClass::SoftwareCreate => &mut state.software_creates,
-                            RequestClass::HsmCreate => &mut state.hsm_creates,
-                            RequestClass::Other => &mut state.other,
-                        };
-                        match bucket.take(now) {
-                            Ok(()) => return start.elapsed(),
-                            Err(wait) => wait,
+                    _ => match state.bucket(class).take(now) {
+                        Ok(()) => {
+                            return Permit {
+                                budget: self,
+                                class,
+                            };
                         }
-                    }
+                        // Answers may free a slot earlier than computed: look again soon.
+                        Err(wait) => wait.min(Duration::from_millis(250)),
+                    },
                 }
             };
             tokio::time::sleep(wait).await;
@@ -122,7 +165,7 @@ impl Budget {
     /// Holds every request to this vault until `retry_after` has passed (after a 429).
     pub async fn pause(&self, retry_after: Duration) {
         let until = Instant::now() + retry_after;
-        let mut state = self.state.lock().await;
+        let mut state = self.lock();
         if state.paused_until.is_none_or(|current| current < until) {
             state.paused_until = Some(until);
         }
@@ -142,19 +185,40 @@ mod tests {
         });
         let start = Instant::now();
         for _ in 0..4 {
-            budget.acquire(RequestClass::SoftwareCreate).await;
+            drop(budget.acquire(RequestClass::SoftwareCreate).await);
         }
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
             "the first window's burst is free"
         );
-        budget.acquire(RequestClass::SoftwareCreate).await;
-        // 4 per 10 s refills one token every 2.5 s.
-        assert_eq!(start.elapsed(), Duration::from_millis(2500));
-        // Other requests have their own bucket.
-        budget.acquire(RequestClass::Other).await;
-        assert_eq!(start.elapsed(), Duration::from_millis(2500));
+        drop(budget.acquire(RequestClass::SoftwareCreate).await);
+        // The fifth waits until the first leaves the 10-second window.
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // Other requests have their own window.
+        drop(budget.acquire(RequestClass::Other).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_ten_second_window_holds_more_than_the_limit() {
+        let budget = Budget::new(Limits {
+            software_creates: 20,
+            hsm_creates: 10,
+            other: 4000,
+        });
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            drop(budget.acquire(RequestClass::SoftwareCreate).await);
+            sent.push(start.elapsed());
+        }
+        for (i, t) in sent.iter().enumerate() {
+            let in_window = sent[i..].iter().take_while(|u| **u < *t + WINDOW).count();
+            assert!(in_window <= 20, "{in_window} sends in the 10 s from {t:?}");
+        }
+        // 100 creates at 20 per 10 s: the last batch starts at 40 s.
+        assert_eq!(*sent.last().unwrap(), Duration::from_secs(40));
     }
 
     #[tokio::test(start_paused = true)]
@@ -163,7 +227,7 @@ mod tests {
         let start = Instant::now();
         budget.pause(Duration::from_secs(7)).await;
         budget.pause(Duration::from_secs(3)).await; // a shorter pause never shortens the window
-        budget.acquire(RequestClass::Other).await;
+        drop(budget.acquire(RequestClass::Other).await);
         assert_eq!(start.elapsed(), Duration::from_secs(7));
     }
 }

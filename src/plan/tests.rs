@@ -208,10 +208,6 @@ impl Scenario {
         self.observed.policy = Some(policy);
         self
     }
-    fn soft_deleted(mut self) -> Self {
-        self.observed.soft_deleted = true;
-        self
-    }
     fn managed_before(mut self) -> Self {
         self.remembered.managed_before = true;
         self
@@ -527,19 +523,6 @@ fn absent_imported_hsm_key_is_imported_into_the_hsm_with_its_policy() {
 fn absent_imported_key_without_material_plans_nothing() {
     assert_eq!(given(IMPORT_RSA).plan(), converged());
 }
-
-#[test]
-fn soft_deleted_name_blocks_creation_and_import() {
-    let generated =
-        given("{vaultUrl: https://v.vault.azure.net, keyType: RSA, adopt: true}").soft_deleted();
-    assert_eq!(generated.plan(), Plan::Blocked(Blocker::SoftDeleted));
-    let imported = given(IMPORT_RSA).with_material("thumb-1").soft_deleted();
-    assert_eq!(imported.plan(), Plan::Blocked(Blocker::SoftDeleted));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ownership
-// ---------------------------------------------------------------------------------------------
 
 #[test]
 fn key_owned_by_another_vaultkey_blocks_even_with_adopt() {
