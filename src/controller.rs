@@ -768,12 +768,16 @@ impl<'a> Session<'a> {
                     .await
                     .map_err(Failure::Vault)?;
                 info!("rotation policy set");
-                self.event(
-                    EventType::Normal,
-                    "PolicyUpdated",
-                    format!("set the rotation policy of key {name}"),
-                )
-                .await;
+                // A new key's policy is part of its creation: the Created event covers it,
+                // which keeps a new key at three Kubernetes writes.
+                if !self.created_new {
+                    self.event(
+                        EventType::Normal,
+                        "PolicyUpdated",
+                        format!("set the rotation policy of key {name}"),
+                    )
+                    .await;
+                }
                 self.policy = Some(observed);
             }
             Step::Rotate {

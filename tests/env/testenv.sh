@@ -179,6 +179,14 @@ start() {
   setsid "$@" </dev/null >"$dir/logs/$name.log" 2>&1 &
   local pid=$!
   printf '%s\n' "$pid" >"$dir/pids/$name.pid"
+  # Until the child has exec'd, its command line does not name DIR and `alive` would call a
+  # starting process dead; wait (at most 5 s) until it is recognisably ours, or gone.
+  local i
+  for i in $(seq 50); do
+    ours "$pid" "$dir" && break
+    [[ -d /proc/$pid ]] || break
+    sleep 0.1
+  done
 }
 
 pid_of() { cat "$2/pids/$1.pid" 2>/dev/null || true; }
