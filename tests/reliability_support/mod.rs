@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vaultkey_operator::api::VaultKey;
 
-use crate::support::{Env, eventually, free_port};
+use crate::support::{Env, free_port, scrape_metrics, sum_series};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and figures
@@ -385,39 +385,12 @@ impl OperatorProcess {
     }
 
     pub async fn metrics(&self) -> Vec<(String, f64)> {
-        let text = eventually(
-            "operator metrics endpoint",
-            Duration::from_secs(30),
-            || async {
-                reqwest::get(&self.metrics_url)
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()
-            },
-        )
-        .await;
-        text.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                Some((series.to_owned(), value.parse().ok()?))
-            })
-            .collect()
+        scrape_metrics(&self.metrics_url).await
     }
 
     /// Sum of the series of `metric` whose labels contain every fragment of `labels`.
     pub async fn sum(&self, metric: &str, labels: &[&str]) -> f64 {
-        self.metrics()
-            .await
-            .into_iter()
-            .filter(|(series, _)| {
-                (series == metric || series.starts_with(&format!("{metric}{{")))
-                    && labels.iter().all(|l| series.contains(l))
-            })
-            .map(|(_, v)| v)
-            .sum()
+        sum_series(&self.metrics().await, metric, labels)
     }
 }
 

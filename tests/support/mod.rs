@@ -263,40 +263,42 @@ impl Operator {
 
     /// The operator's metrics as (series, value) pairs.
     pub async fn metrics(&self) -> Vec<(String, f64)> {
-        let text = eventually(
-            "operator metrics endpoint",
-            Duration::from_secs(30),
-            || async {
-                reqwest::get(&self.metrics_url)
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()
-            },
-        )
-        .await;
-        text.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                Some((series.to_owned(), value.parse().ok()?))
-            })
-            .collect()
+        scrape_metrics(&self.metrics_url).await
     }
 
     /// Sum of all series of `metric` whose labels contain every fragment in `labels`.
     pub async fn sum(&self, metric: &str, labels: &[&str]) -> f64 {
-        self.metrics()
-            .await
-            .into_iter()
-            .filter(|(series, _)| {
-                (series == metric || series.starts_with(&format!("{metric}{{")))
-                    && labels.iter().all(|l| series.contains(l))
-            })
-            .map(|(_, v)| v)
-            .sum()
+        sum_series(&self.metrics().await, metric, labels)
     }
+}
+
+/// Reads a Prometheus text endpoint as (series, value) pairs, waiting for it to answer.
+pub async fn scrape_metrics(url: &str) -> Vec<(String, f64)> {
+    let text = eventually(
+        "operator metrics endpoint",
+        Duration::from_secs(30),
+        || async { reqwest::get(url).await.ok()?.text().await.ok() },
+    )
+    .await;
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of the series of `metric` whose labels contain every fragment of `labels`.
+pub fn sum_series(metrics: &[(String, f64)], metric: &str, labels: &[&str]) -> f64 {
+    metrics
+        .iter()
+        .filter(|(series, _)| {
+            (series == metric || series.starts_with(&format!("{metric}{{")))
+                && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
 }
 
 impl Drop for Operator {
