@@ -241,6 +241,16 @@ mod tests {
         }
     }
 
+    fn version(version: &str, created: DateTime<Utc>) -> KeyVersion {
+        KeyVersion {
+            version: version.into(),
+            enabled: true,
+            created: Some(created),
+            expires_on: None,
+            not_before: None,
+        }
+    }
+
     fn policy() -> ObservedPolicy {
         ObservedPolicy {
             expires_in: Some("P90D".into()),
@@ -255,22 +265,7 @@ mod tests {
     #[test]
     fn reports_the_latest_version_and_policy() {
         let latest = key("v2", at(10));
-        let versions = vec![
-            KeyVersion {
-                version: "v2".into(),
-                enabled: true,
-                created: Some(at(10)),
-                expires_on: None,
-                not_before: None,
-            },
-            KeyVersion {
-                version: "v1".into(),
-                enabled: true,
-                created: Some(at(1)),
-                expires_on: None,
-                not_before: None,
-            },
-        ];
+        let versions = vec![version("v2", at(10)), version("v1", at(1))];
         let policy = policy();
         let facts = VaultFacts {
             key_name: Some("k"),
@@ -318,13 +313,7 @@ mod tests {
     #[test]
     fn a_single_version_has_no_rotation_time() {
         let latest = key("v1", at(1));
-        let versions = vec![KeyVersion {
-            version: "v1".into(),
-            enabled: true,
-            created: Some(at(1)),
-            expires_on: None,
-            not_before: None,
-        }];
+        let versions = vec![version("v1", at(1))];
         let facts = VaultFacts {
             key_name: Some("k"),
             latest: Some(&latest),
@@ -345,13 +334,7 @@ mod tests {
     #[test]
     fn unchanged_facts_build_an_identical_status() {
         let latest = key("v1", at(1));
-        let versions = vec![KeyVersion {
-            version: "v1".into(),
-            enabled: true,
-            created: Some(at(1)),
-            expires_on: None,
-            not_before: None,
-        }];
+        let versions = vec![version("v1", at(1))];
         let facts = VaultFacts {
             key_name: Some("k"),
             latest: Some(&latest),
