@@ -32,11 +32,12 @@ use crate::plan::{
     Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, plan,
 };
 use crate::status::{self, Memory, Readiness, VaultFacts};
-use crate::telemetry::{Metrics, OutcomeLabels, ReasonLabels};
+use crate::telemetry::{Metrics, ReasonLabels};
 use crate::validate::{DesiredKey, InvalidSpec, Material, validate};
 
 pub const FINALIZER: &str = "vaultkey.dev/cleanup";
 pub const FIELD_MANAGER: &str = "vaultkey-operator";
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Set to "true" to let a VaultKey go without touching the vault (the vault is gone or the
 /// credentials were revoked); the key, if any, is left as it is.
 pub const ABANDON_ANNOTATION: &str = "vaultkey.dev/abandon";
@@ -62,9 +63,10 @@ pub struct Context {
     pub settings: Settings,
     /// Consecutive transient failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// When each VaultKey (by uid) last matched the vault, and for which generation: the
-    /// watch event caused by the operator's own status write then needs no vault reads.
-    checked: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+    /// Until when each VaultKey (by uid) needs no vault reads: it matched the vault (until its
+    /// resync is due) or it waits for a budget slot it was promised. Watch events the operator
+    /// causes itself (its status writes) then cost nothing.
+    quiet: Mutex<HashMap<String, Quiet>>,
 }
 
 impl Context {
@@ -80,36 +82,46 @@ impl Context {
             metrics,
             settings,
             failures: Mutex::new(HashMap::new()),
-            checked: Mutex::new(HashMap::new()),
+            quiet: Mutex::new(HashMap::new()),
         }
     }
 
-    /// How long until the next resync is due, when this VaultKey matched the vault for its
-    /// current generation less than a resync interval ago and status still says so.
-    fn recently_checked(&self, vk: &VaultKey) -> Option<Duration> {
-        let ready_now = vk
-            .ready_condition()
-            .is_some_and(|c| c.status == "True" && c.observed_generation == vk.meta().generation);
-        if !ready_now {
+    /// How long this VaultKey may stay quiet, when nothing the operator does not know about
+    /// changed since it was marked: its generation, and status still saying Ready when it
+    /// matched the vault.
+    fn quiet_for(&self, vk: &VaultKey) -> Option<Duration> {
+        let uid = vk.uid()?;
+        let quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = quiet.get(&uid)?;
+        if entry.generation != vk.meta().generation {
             return None;
         }
-        let uid = vk.uid()?;
-        let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-        let (generation, at) = checked.get(&uid)?;
-        let due = jittered(self.settings.resync_interval, &object_key(vk));
-        (*generation == vk.meta().generation)
-            .then(|| due.checked_sub(at.elapsed()))
-            .flatten()
+        if entry.matched && !is_ready_now(vk) {
+            return None;
+        }
+        entry
+            .until
+            .checked_duration_since(Instant::now())
             .filter(|left| *left > Duration::from_secs(1))
     }
 
-    fn mark_checked(&self, vk: &VaultKey, matched: bool) {
+    fn mark_quiet(&self, vk: &VaultKey, quiet: Option<(Duration, bool)>) {
         let Some(uid) = vk.uid() else { return };
-        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-        if matched {
-            checked.insert(uid, (vk.meta().generation, Instant::now()));
-        } else {
-            checked.remove(&uid);
+        let mut map = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        match quiet {
+            Some((wait, matched)) => {
+                map.insert(
+                    uid,
+                    Quiet {
+                        generation: vk.meta().generation,
+                        until: Instant::now() + wait,
+                        matched,
+                    },
+                );
+            }
+            None => {
+                map.remove(&uid);
+            }
         }
     }
 
@@ -127,6 +139,19 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
     }
+}
+
+struct Quiet {
+    generation: Option<i64>,
+    until: Instant,
+    /// It matched the vault (rather than waiting for a budget slot).
+    matched: bool,
+}
+
+/// Status says Ready for the current generation.
+fn is_ready_now(vk: &VaultKey) -> bool {
+    vk.ready_condition()
+        .is_some_and(|c| c.status == "True" && c.observed_generation == vk.meta().generation)
 }
 
 /// Errors that escape a reconcile (Kubernetes API failures); vault and spec problems are
@@ -173,6 +198,7 @@ fn reason_for(kind: &VaultErrorKind) -> &'static str {
     match kind {
         VaultErrorKind::NotFound => "KeyNotFound",
         VaultErrorKind::Throttled { .. } => "Throttled",
+        VaultErrorKind::Paced { .. } => "Paced",
         VaultErrorKind::Forbidden => "Forbidden",
         VaultErrorKind::DeletedButRecoverable => "SoftDeletedConflict",
         VaultErrorKind::Conflict => "VaultConflict",
@@ -218,8 +244,22 @@ impl Failure {
                     e.operation.as_str()
                 ),
                 VaultErrorKind::Unreachable => format!("{vault} cannot be reached: {e}"),
+                VaultErrorKind::Paced { .. } => {
+                    format!("{vault}: {} {}", e.operation.as_str(), e.message)
+                }
                 _ => format!("{vault}: {e}"),
             },
+        }
+    }
+
+    /// How long until a promised budget slot, when that is all that stopped the reconcile.
+    fn paced(&self) -> Option<Duration> {
+        match self {
+            Failure::Vault(VaultError {
+                kind: VaultErrorKind::Paced { retry_in },
+                ..
+            }) => Some(*retry_in),
+            _ => None,
         }
     }
 
@@ -275,12 +315,16 @@ async fn run_one(
         watch = watch.labels(selector);
     }
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
-    // The cache keeps VaultKeys without managedFields (about 40 % of an object; the operator
-    // never reads them).
+    // The cache keeps VaultKeys without managedFields (about 40 % of an object) and without
+    // kubectl's copy of the last applied manifest (as large as the spec again): the operator
+    // never reads them.
     let (reader, writer) = kube::runtime::reflector::store();
     let objects = watcher(api, watch)
         .default_backoff()
-        .modify(|vk: &mut VaultKey| vk.managed_fields_mut().clear())
+        .modify(|vk: &mut VaultKey| {
+            vk.managed_fields_mut().clear();
+            vk.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+        })
         .reflect(writer)
         .applied_objects();
     let controller = Controller::for_stream(objects, reader)
@@ -355,12 +399,7 @@ async fn reconcile_inner(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action,
 
 pub fn error_policy(vk: Arc<VaultKey>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(vaultkey = %object_key(&vk), error = %error, "reconcile failed");
-    ctx.metrics
-        .reconciles
-        .get_or_create(&OutcomeLabels {
-            outcome: "error".into(),
-        })
-        .inc();
+    ctx.metrics.reconcile_outcome("error");
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ReasonLabels {
@@ -369,9 +408,11 @@ pub fn error_policy(vk: Arc<VaultKey>, error: &Error, ctx: Arc<Context>) -> Acti
         .inc();
     match error {
         Error::Cleanup(VaultError {
-            kind: VaultErrorKind::Throttled { retry_after },
+            kind:
+                VaultErrorKind::Throttled { retry_after: wait }
+                | VaultErrorKind::Paced { retry_in: wait },
             ..
-        }) => Action::requeue(*retry_after),
+        }) => Action::requeue(*wait),
         _ => Action::requeue(ctx.backoff(&object_key(&vk))),
     }
 }
@@ -380,12 +421,17 @@ pub fn error_policy(vk: Arc<VaultKey>, error: &Error, ctx: Arc<Context>) -> Acti
 async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
     let key = object_key(vk);
     // Woken by our own status write (or another metadata-only change) right after a
-    // successful check: the vault was read moments ago, so wait for the resync instead.
-    if let Some(left) = ctx.recently_checked(vk) {
+    // successful check, or while waiting for a promised budget slot: nothing new to read.
+    if let Some(left) = ctx.quiet_for(vk) {
         return Ok(Action::requeue(left));
     }
     let mut session = Session::new(vk, ctx);
     let outcome = session.converge(api).await;
+    if let Err(failure) = &outcome
+        && let Some(retry_in) = failure.paced()
+    {
+        return paced(vk, ctx, api, &session, failure, retry_in).await;
+    }
     let (readiness, action) = match &outcome {
         Ok(()) => {
             ctx.reset_backoff(&key);
@@ -415,17 +461,11 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
             )
         }
     };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&OutcomeLabels {
-            outcome: if readiness.ready {
-                "ready"
-            } else {
-                "not_ready"
-            }
-            .into(),
-        })
-        .inc();
+    ctx.metrics.reconcile_outcome(if readiness.ready {
+        "ready"
+    } else {
+        "not_ready"
+    });
     if !readiness.ready {
         let changed = vk
             .ready_condition()
@@ -442,8 +482,32 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
         }
     }
     session.write_status(api, &readiness).await?;
-    ctx.mark_checked(vk, readiness.ready);
+    let resync = jittered(ctx.settings.resync_interval, &key);
+    ctx.mark_quiet(vk, readiness.ready.then_some((resync, true)));
     Ok(action)
+}
+
+/// The vault's budget had no slot soon: come back at the promised time. Pacing is the
+/// operator keeping itself under Key Vault's limits, not a failure: no Warning event, and a
+/// VaultKey that is Ready stays so; one that is not yet says what it waits for.
+async fn paced(
+    vk: &VaultKey,
+    ctx: &Context,
+    api: &Api<VaultKey>,
+    session: &Session<'_>,
+    failure: &Failure,
+    retry_in: Duration,
+) -> Result<Action, Error> {
+    debug!(?retry_in, "waiting for a budget slot");
+    ctx.metrics.reconcile_outcome("paced");
+    if !is_ready_now(vk) {
+        let message = failure.message(&vk.spec.vault_url, &session.key_name);
+        session
+            .write_status(api, &Readiness::not_ready(failure.reason(), message))
+            .await?;
+    }
+    ctx.mark_quiet(vk, Some((retry_in, false)));
+    Ok(Action::requeue(retry_in))
 }
 
 /// Spreads resyncs over ±10% of the interval so keys created together do not resync together.
@@ -933,7 +997,7 @@ async fn cleanup(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Ac
         // The object is about to go: forget its failure count.
         Ok(_) => {
             ctx.reset_backoff(&object_key(vk));
-            ctx.mark_checked(vk, false);
+            ctx.mark_quiet(vk, None);
         }
         // Say on the object why it does not go away, and what the way out is.
         Err(e) => {

@@ -72,6 +72,7 @@ pub struct Metrics {
     pub vault_requests: Family<VaultRequestLabels, Counter>,
     pub vault_request_duration: Family<OperationLabels, Histogram>,
     pub vault_throttled: Family<VaultLabels, Counter>,
+    pub vault_paced: Family<VaultLabels, Counter>,
     pub kube_writes: Family<KindLabels, Counter>,
     pub managed_keys: Gauge,
     pub rotations_observed: Family<KindLabels, Counter>,
@@ -129,6 +130,12 @@ impl Metrics {
             "Key Vault answers of 429 Too Many Requests, by vault",
             vault_throttled.clone(),
         );
+        let vault_paced = Family::<VaultLabels, Counter>::default();
+        registry.register(
+            "keyvault_paced",
+            "Requests not sent because the vault's request budget had no slot soon (the reconcile comes back at a promised time), by vault",
+            vault_paced.clone(),
+        );
         let kube_writes = Family::<KindLabels, Counter>::default();
         registry.register(
             "kubernetes_writes",
@@ -155,6 +162,7 @@ impl Metrics {
             vault_requests,
             vault_request_duration,
             vault_throttled,
+            vault_paced,
             kube_writes,
             managed_keys,
             rotations_observed,
@@ -180,6 +188,15 @@ impl Metrics {
         self.rotations_observed
             .get_or_create(&KindLabels {
                 kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How a reconcile ended: ready, not_ready, paced or error.
+    pub fn reconcile_outcome(&self, outcome: &str) {
+        self.reconciles
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
             })
             .inc();
     }

@@ -142,7 +142,7 @@ fn built(generation: i64, observed: i64, readiness: &Readiness) -> Value {
 
 /// Every reason the operator puts on Ready=False (src/controller.rs: `Failure::reason`,
 /// `reason_for`), and whether Argo CD should wait (Progressing) rather than alert (Degraded).
-const NOT_READY_REASONS: [(&str, bool); 16] = [
+const NOT_READY_REASONS: [(&str, bool); 17] = [
     ("InvalidSpec", false),
     ("KeyExistsNotAdopted", false),
     ("OwnedByAnotherVaultKey", false),
@@ -151,6 +151,7 @@ const NOT_READY_REASONS: [(&str, bool); 16] = [
     ("ImportSecretUnreadable", false),
     ("InvalidKeyMaterial", false),
     ("Throttled", true),
+    ("Paced", true),
     ("Forbidden", false),
     ("VaultConflict", true),
     ("VaultRejected", false),

@@ -321,6 +321,7 @@ operator:
   logLevel: "info,vaultkey_operator=debug"
   logFormat: json
   concurrency: 3
+  vaultConcurrency: 4
   labelSelector: "team in (a,b)"
   requestTimeoutSeconds: 7
   createsPer10s: 5
@@ -636,7 +637,8 @@ fn deployment_is_hardened_and_configured_from_values() {
             "--resync-seconds=300",
             "--log-level=info",
             "--log-format=text",
-            "--concurrency=16",
+            "--concurrency=32",
+            "--vault-concurrency=16",
             "--request-timeout-seconds=30",
             "--azure-credential=auto",
             "--leader-election",
@@ -678,6 +680,7 @@ fn deployment_is_hardened_and_configured_from_values() {
             "--log-level=info,vaultkey_operator=debug",
             "--log-format=json",
             "--concurrency=3",
+            "--vault-concurrency=4",
             "--request-timeout-seconds=7",
             "--azure-credential=workload-identity",
             "--creates-per-10s=5",

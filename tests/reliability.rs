@@ -755,6 +755,77 @@ async fn backoff_holds_when_the_error_changes_between_attempts() {
     );
 }
 
+/// A vault over its create budget holds up no other vault: the operator tells each VaultKey
+/// that cannot get a create slot soon when to come back (Ready=False Paced, no Warning event)
+/// instead of waiting inside one of its few reconcile slots, so a second vault's keys converge
+/// while most of the first vault's still queue; nothing is throttled and nothing duplicated.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vault_over_its_create_budget_holds_up_no_other_vault() {
+    let _environment = exclusive_environment().await;
+    let env = Env::get();
+    let client = env.kube().await;
+    let ns = fresh_namespace(&client, "paced").await;
+    let _faults = FaultInjection::on(&env, json!({"createBudget": {"perTenSeconds": 2}})).await;
+    let before = Stats::read(&env).await;
+    let mut logs = OperatorLogs::new();
+    let operator = OperatorProcess::start(
+        &env,
+        &ns,
+        &mut logs,
+        &["--creates-per-10s", "2", "--concurrency", "2"],
+    );
+    let busy: Vec<String> = (0..8).map(|i| format!("busy-{i}")).collect();
+    let other: Vec<String> = (0..2).map(|i| format!("other-{i}")).collect();
+    for (names, url) in [(&busy, &env.vault_url), (&other, &env.purgeable_vault_url)] {
+        for name in names {
+            let key = format!("{name}-{ns}");
+            create(&client, &ns, &manifest(name, url, &key, "  keyType: EC\n"))
+                .await
+                .unwrap();
+        }
+    }
+    for name in &other {
+        wait_ready(&client, &ns, name, "True").await;
+    }
+    let queued: Vec<VaultKey> = list_vaultkeys(&client, &ns)
+        .await
+        .into_iter()
+        .filter(|vk| busy.contains(&vk.name_any()) && !converged(vk))
+        .collect();
+    assert!(
+        queued.len() >= 4,
+        "the second vault's keys waited for the first vault's: only {} of 8 still queue",
+        queued.len()
+    );
+    let reasons: Vec<String> = queued.iter().map(describe).collect();
+    assert!(
+        queued.iter().any(|vk| ready_reason(vk).0 == "Paced"),
+        "a queued key says what it waits for: {reasons:#?}"
+    );
+
+    let all: Vec<String> = busy.iter().chain(&other).cloned().collect();
+    wait_converged(&client, &ns, &all, &[], Duration::from_secs(120)).await;
+    for (names, url) in [(&busy, &env.vault_url), (&other, &env.purgeable_vault_url)] {
+        for name in names {
+            let key = format!("{name}-{ns}");
+            let facts = key_facts(&env, vault_name(&env, url), &key).await.unwrap();
+            assert_eq!(facts.versions, 1, "{key}: {facts:?}");
+            let events = events(&client, &ns, name).await;
+            assert!(
+                events.iter().all(|(reason, _)| reason != "Paced"),
+                "pacing is not a warning: {events:?}"
+            );
+        }
+    }
+    let stats = Stats::read(&env).await.since(&before);
+    assert_eq!(
+        stats.requests.get(&("create_key".to_string(), 429)),
+        None,
+        "{stats:?}"
+    );
+    assert!(operator.sum("vaultkey_keyvault_paced_total", &[]).await >= 1.0);
+}
+
 // =============================================================================================
 // 2. Crashes
 // =============================================================================================

@@ -16,6 +16,7 @@
 -- src/controller.rs).
 local transient = {
   Throttled = true,
+  Paced = true,
   VaultTimeout = true,
   VaultServerError = true,
   VaultConflict = true,

@@ -203,7 +203,22 @@ impl AzureVault {
         F: Future<Output = azure_core::Result<T>>,
     {
         // Held until the answer is in: the slot's 10 s start then (see `budget`).
-        let _permit = self.budget.acquire(class).await;
+        let _permit = self.budget.acquire(class).await.map_err(|retry_in| {
+            self.metrics
+                .vault_paced
+                .get_or_create(&VaultLabels {
+                    vault: self.vault_url.clone(),
+                })
+                .inc();
+            VaultError::new(
+                VaultErrorKind::Paced { retry_in },
+                operation,
+                format!(
+                    "is waiting for a free slot in the operator's {} budget for this vault (kept under Key Vault's throttling limits); nothing was sent yet",
+                    class.describe()
+                ),
+            )
+        })?;
         let start = Instant::now();
         let result = tokio::time::timeout(self.timeout, request).await;
         let elapsed = start.elapsed();

@@ -11,6 +11,9 @@ use tokio::time::Instant;
 
 const WINDOW: Duration = Duration::from_secs(10);
 
+/// The longest a request waits for a slot inside a reconcile (a few slots of a create budget).
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
+
 /// Which of Key Vault's limits a request counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestClass {
@@ -19,21 +22,36 @@ pub enum RequestClass {
     Other,
 }
 
-/// Limits per 10-second window. The defaults keep 10% headroom below Key Vault's published
-/// limits for other clients of the same vault.
+impl RequestClass {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RequestClass::SoftwareCreate => "key-create",
+            RequestClass::HsmCreate => "HSM-key-create",
+            RequestClass::Other => "request",
+        }
+    }
+}
+
+/// Limits per 10-second window, below Key Vault's published limits so other clients of the
+/// same vault keep some room: one software-key create and one HSM create per window (Key Vault
+/// has no smaller unit), 10 % of the other operations. Each request holds its slot until 10 s
+/// after its answer, so the operator alone never exceeds a limit at the vault.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub software_creates: u32,
     pub hsm_creates: u32,
     pub other: u32,
+    /// Requests in flight at once (not a Key Vault limit: the operator's per-vault concurrency).
+    pub in_flight: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            software_creates: 18,
+            software_creates: 19,
             hsm_creates: 9,
             other: 3600,
+            in_flight: 16,
         }
     }
 }
@@ -49,6 +67,8 @@ struct Bucket {
     in_flight: usize,
     /// When the answers of the requests of the last 10 s came back, oldest first.
     answered: VecDeque<Instant>,
+    /// The next time [`Bucket::promise`] may hand out: promises are spaced one slot apart.
+    next_promise: Option<Instant>,
 }
 
 impl Bucket {
@@ -57,6 +77,7 @@ impl Bucket {
             limit: per_window.max(1) as usize,
             in_flight: 0,
             answered: VecDeque::new(),
+            next_promise: None,
         }
     }
 
@@ -78,6 +99,16 @@ impl Bucket {
             // Every slot is in flight: one frees 10 s after its answer at the earliest.
             None => WINDOW,
         })
+    }
+
+    /// When a caller that found no slot should come back: no earlier than a slot can free,
+    /// and one slot's share of the window after the previous promise.
+    fn promise(&mut self, now: Instant, wait: Duration) -> Duration {
+        let at = self
+            .next_promise
+            .map_or(now + wait, |next| next.max(now + wait));
+        self.next_promise = Some(at + WINDOW / self.limit as u32);
+        at - now
     }
 
     fn answered(&mut self, now: Instant) {
@@ -105,6 +136,7 @@ impl State {
 
 pub struct Budget {
     state: Mutex<State>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// A request's slot: dropping it (when the answer is in, or the request was abandoned) starts
@@ -113,6 +145,7 @@ pub struct Budget {
 pub struct Permit<'a> {
     budget: &'a Budget,
     class: RequestClass,
+    _sending: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 impl Drop for Permit<'_> {
@@ -131,6 +164,7 @@ impl Budget {
                 other: Bucket::new(limits.other),
                 paused_until: None,
             }),
+            in_flight: tokio::sync::Semaphore::new(limits.in_flight.max(1) as usize),
         }
     }
 
@@ -138,28 +172,41 @@ impl Budget {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until the request may be sent; keep the permit until its answer is in.
-    pub async fn acquire(&self, class: RequestClass) -> Permit<'_> {
+    /// Takes a slot for a request, waiting up to [`MAX_WAIT`] for one; keep the permit until
+    /// the answer is in. When no slot frees within that, nothing is sent and the answer is how
+    /// long to wait before asking again: a time promised to this caller alone, so callers of a
+    /// saturated vault come back one by one at the rate its budget admits them, and a
+    /// throttled vault never holds the reconciles that other vaults need.
+    pub async fn acquire(&self, class: RequestClass) -> Result<Permit<'_>, Duration> {
+        let deadline = Instant::now() + MAX_WAIT;
         loop {
             let wait = {
                 let mut state = self.lock();
                 let now = Instant::now();
-                match state.paused_until {
-                    Some(until) if until > now => until - now,
-                    _ => match state.bucket(class).take(now) {
-                        Ok(()) => {
-                            return Permit {
-                                budget: self,
-                                class,
-                            };
-                        }
-                        // Answers may free a slot earlier than computed: look again soon.
-                        Err(wait) => wait.min(Duration::from_millis(250)),
-                    },
+                let wait = match state.paused_until {
+                    Some(until) if until > now => Some(until - now),
+                    // None: a slot is taken.
+                    _ => state.bucket(class).take(now).err(),
+                };
+                match wait {
+                    None => break,
+                    Some(wait) if now + wait > deadline => {
+                        return Err(state.bucket(class).promise(now, wait));
+                    }
+                    // Answers may free a slot earlier than computed: look again soon.
+                    Some(wait) => wait.min(Duration::from_millis(250)),
                 }
             };
             tokio::time::sleep(wait).await;
         }
+        let mut permit = Permit {
+            budget: self,
+            class,
+            _sending: None,
+        };
+        // The semaphore is never closed.
+        permit._sending = self.in_flight.acquire().await.ok();
+        Ok(permit)
     }
 
     /// Holds every request to this vault until `retry_after` has passed (after a 429).
@@ -176,28 +223,82 @@ impl Budget {
 mod tests {
     use super::*;
 
+    /// A caller that comes back when it was told to, as a requeued reconcile does.
+    async fn acquire_eventually(budget: &Budget, class: RequestClass) -> Permit<'_> {
+        loop {
+            match budget.acquire(class).await {
+                Ok(permit) => return permit,
+                Err(retry_in) => tokio::time::sleep(retry_in).await,
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn creates_are_paced_to_the_window() {
         let budget = Budget::new(Limits {
             software_creates: 4,
             hsm_creates: 1,
             other: 100,
+            in_flight: 16,
         });
         let start = Instant::now();
         for _ in 0..4 {
-            drop(budget.acquire(RequestClass::SoftwareCreate).await);
+            drop(budget.acquire(RequestClass::SoftwareCreate).await.unwrap());
         }
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
             "the first window's burst is free"
         );
-        drop(budget.acquire(RequestClass::SoftwareCreate).await);
-        // The fifth waits until the first leaves the 10-second window.
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // The fifth is told to come back when the first leaves the 10-second window.
+        let retry_in = budget
+            .acquire(RequestClass::SoftwareCreate)
+            .await
+            .err()
+            .expect("no slot for 10 s");
+        assert_eq!(retry_in, Duration::from_secs(10));
+        assert_eq!(start.elapsed(), Duration::ZERO, "it did not wait");
         // Other requests have their own window.
-        drop(budget.acquire(RequestClass::Other).await);
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        drop(budget.acquire(RequestClass::Other).await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_a_moment_away_is_waited_for() {
+        let budget = Budget::new(Limits {
+            software_creates: 1,
+            hsm_creates: 1,
+            other: 100,
+            in_flight: 16,
+        });
+        let start = Instant::now();
+        drop(budget.acquire(RequestClass::SoftwareCreate).await.unwrap());
+        tokio::time::sleep(WINDOW - Duration::from_secs(1)).await;
+        drop(budget.acquire(RequestClass::SoftwareCreate).await.unwrap());
+        assert_eq!(start.elapsed(), WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_without_a_slot_are_promised_distinct_times() {
+        let budget = Budget::new(Limits {
+            software_creates: 20,
+            hsm_creates: 10,
+            other: 4000,
+            in_flight: 16,
+        });
+        for _ in 0..20 {
+            drop(budget.acquire(RequestClass::SoftwareCreate).await.unwrap());
+        }
+        let mut promised = Vec::new();
+        for _ in 0..5 {
+            let answer = budget.acquire(RequestClass::SoftwareCreate).await;
+            promised.push(answer.err().expect("no slot for 10 s"));
+        }
+        let half_second = Duration::from_millis(500);
+        assert_eq!(
+            promised,
+            [0, 1, 2, 3, 4].map(|i| WINDOW + half_second * i),
+            "one slot's share of the window apart, from when the first slot frees"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -206,19 +307,47 @@ mod tests {
             software_creates: 20,
             hsm_creates: 10,
             other: 4000,
+            in_flight: 16,
         });
         let start = Instant::now();
-        let mut sent = Vec::new();
-        for _ in 0..100 {
-            drop(budget.acquire(RequestClass::SoftwareCreate).await);
-            sent.push(start.elapsed());
-        }
+        let sent = std::sync::Mutex::new(Vec::new());
+        // 100 callers at once, each coming back when told.
+        futures::future::join_all((0..100).map(|_| async {
+            drop(acquire_eventually(&budget, RequestClass::SoftwareCreate).await);
+            sent.lock().unwrap().push(start.elapsed());
+        }))
+        .await;
+        let mut sent = sent.into_inner().unwrap();
+        sent.sort();
         for (i, t) in sent.iter().enumerate() {
             let in_window = sent[i..].iter().take_while(|u| **u < *t + WINDOW).count();
             assert!(in_window <= 20, "{in_window} sends in the 10 s from {t:?}");
         }
-        // 100 creates at 20 per 10 s: the last batch starts at 40 s.
-        assert_eq!(*sent.last().unwrap(), Duration::from_secs(40));
+        // 100 creates at 20 per 10 s: the last one goes at 40 s at the earliest, and
+        // promises keep the budget busy: it goes before 50 s.
+        let last = *sent.last().unwrap();
+        assert!(
+            last >= Duration::from_secs(40) && last < Duration::from_secs(50),
+            "{last:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_in_flight_are_capped_per_vault() {
+        let budget = Budget::new(Limits {
+            in_flight: 2,
+            ..Limits::default()
+        });
+        let first = budget.acquire(RequestClass::Other).await.unwrap();
+        let _second = budget.acquire(RequestClass::Other).await.unwrap();
+        let third = budget.acquire(RequestClass::Other);
+        tokio::pin!(third);
+        assert!(
+            futures::poll!(third.as_mut()).is_pending(),
+            "a third waits for an answer"
+        );
+        drop(first);
+        assert!(futures::poll!(third.as_mut()).is_ready());
     }
 
     #[tokio::test(start_paused = true)]
@@ -227,7 +356,16 @@ mod tests {
         let start = Instant::now();
         budget.pause(Duration::from_secs(7)).await;
         budget.pause(Duration::from_secs(3)).await; // a shorter pause never shortens the window
-        drop(budget.acquire(RequestClass::Other).await);
+        let retry_in = budget
+            .acquire(RequestClass::Other)
+            .await
+            .err()
+            .expect("paused for 7 s");
+        assert!(retry_in >= Duration::from_secs(7), "{retry_in:?}");
+        budget.pause(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        // Half a second of the pause is left: that is waited for.
+        drop(budget.acquire(RequestClass::Other).await.unwrap());
         assert_eq!(start.elapsed(), Duration::from_secs(7));
     }
 }

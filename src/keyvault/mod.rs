@@ -112,6 +112,11 @@ pub enum VaultErrorKind {
     Throttled {
         retry_after: Duration,
     },
+    /// Not sent: the operator's own request budget for the vault has no slot soon (it keeps
+    /// under Key Vault's throttling limits). Ask again after `retry_in`.
+    Paced {
+        retry_in: Duration,
+    },
     /// 401/403: the operator's identity lacks permission.
     Forbidden,
     /// 409 ObjectIsDeletedButRecoverable: the name is held by a soft-deleted key.
