@@ -23,9 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -60,12 +59,6 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture readable")
 }
 
-fn manifest(name: &str, vault_url: &str, key: &str, body: &str) -> String {
-    format!(
-        "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: {name}}}\nspec:\n  vaultUrl: {vault_url}\n  keyName: {key}\n{body}"
-    )
-}
-
 /// The emulator's name for a vault URL of the environment.
 fn vault_name(env: &Env, url: &str) -> &'static str {
     if url == env.purgeable_vault_url {
@@ -75,42 +68,15 @@ fn vault_name(env: &Env, url: &str) -> &'static str {
     }
 }
 
-async fn patch_spec(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
-    let api: Api<VaultKey> = Api::namespaced(client.clone(), ns);
-    for attempt in 0.. {
-        match api
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": spec })),
-            )
-            .await
-        {
-            Ok(_) => return,
-            Err(e) if attempt < 20 => {
-                eprintln!("patching {ns}/{name}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => panic!("patching {ns}/{name}: {e}"),
-        }
+/// An EC key, as made in a vault behind the operator's back.
+fn ec_key(properties: KeyProperties) -> CreateKey {
+    CreateKey {
+        key_type: vaultkey_operator::api::KeyType::Ec,
+        size: None,
+        curve: None,
+        public_exponent: None,
+        properties,
     }
-}
-
-async fn put_secret(client: &Client, ns: &str, name: &str, data: &[u8]) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    secrets
-        .patch(
-            name,
-            &PatchParams::apply("reliability-test").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name},
-                "data": {"key": base64::engine::general_purpose::STANDARD.encode(data)},
-            })),
-        )
-        .await
-        .expect("Secret written");
 }
 
 fn index_by_name(items: Vec<VaultKey>) -> BTreeMap<String, VaultKey> {
@@ -173,11 +139,9 @@ struct Planned {
 /// rotations); none is deleted or disabled.
 #[tokio::test(flavor = "multi_thread")]
 async fn vault_faults_every_key_converges_with_exact_versions() {
-    let _environment = exclusive_environment().await;
-    let env = Env::get();
-    faults_off(&env);
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "faults").await;
+    let scenario = Scenario::exclusive("faults").await;
+    let env = &scenario.env;
+    faults_off(env);
     let n = size("VAULTKEY_RELIABILITY_KEYS", 60);
     let rate: f64 = std::env::var("VAULTKEY_RELIABILITY_FAULT_RATE")
         .ok()
@@ -185,22 +149,16 @@ async fn vault_faults_every_key_converges_with_exact_versions() {
         .unwrap_or(0.3);
     let window = Duration::from_secs(size("VAULTKEY_RELIABILITY_FAULT_WINDOW_SECONDS", 60) as u64);
     let seed = seed();
-    let mut logs = OperatorLogs::new();
-    let mut operator = OperatorProcess::start(
-        &env,
-        &ns,
-        &mut logs,
-        &[
-            "--resync-seconds",
-            "5",
-            "--request-timeout-seconds",
-            "2",
-            "--creates-per-10s",
-            "200",
-        ],
-    );
+    let mut operator = scenario.start_operator(&[
+        "--resync-seconds",
+        "5",
+        "--request-timeout-seconds",
+        "2",
+        "--creates-per-10s",
+        "200",
+    ]);
 
-    let before = Stats::read(&env).await;
+    let before = Stats::read(env).await;
     let kinds = [
         "throttle",
         "error500",
@@ -210,7 +168,7 @@ async fn vault_faults_every_key_converges_with_exact_versions() {
         "slow",
     ];
     let faults = FaultInjection::on(
-        &env,
+        env,
         json!({
             "rate": rate,
             "kinds": kinds,
@@ -228,7 +186,7 @@ async fn vault_faults_every_key_converges_with_exact_versions() {
     let mut planned = Vec::new();
     for i in 0..n {
         let name = format!("k{i:03}");
-        let key = format!("{name}-{ns}");
+        let key = scenario.key_name(&name);
         let url = if i % 2 == 0 {
             &env.vault_url
         } else {
@@ -245,13 +203,11 @@ async fn vault_faults_every_key_converges_with_exact_versions() {
             ""
         };
         let body = format!("{shape}{token}  tags: {{suite: reliability}}\n{POLICY}");
-        create(&client, &ns, &manifest(&name, url, &key, &body))
-            .await
-            .expect("VaultKey created");
+        scenario.create_vaultkey(&name, url, &body).await;
         planned.push(Planned {
             name,
             key,
-            vault: vault_name(&env, url),
+            vault: vault_name(env, url),
             // Half of the keys of every type are rotated once through rotateToken.
             rotates: (i / 3) % 2 == 0,
             rotated: false,
@@ -264,8 +220,8 @@ async fn vault_faults_every_key_converges_with_exact_versions() {
     // the window closes.
     let mut converged_under_faults;
     loop {
-        let items = index_by_name(list_vaultkeys(&client, &ns).await);
-        rotate_when_created(&client, &ns, &items, &mut planned).await;
+        let items = index_by_name(scenario.vaultkeys().await);
+        rotate_when_created(&scenario, &items, &mut planned).await;
         converged_under_faults = names
             .iter()
             .filter(|n| items.get(*n).is_some_and(converged))
@@ -280,7 +236,7 @@ async fn vault_faults_every_key_converges_with_exact_versions() {
     let faulted_for = start.elapsed();
     faults.off();
     let faults_off_at = Instant::now();
-    let while_faulted = Stats::read(&env).await.since(&before);
+    let while_faulted = Stats::read(env).await.since(&before);
     assert!(operator.is_running(), "the operator survived the faults");
 
     // Rotations not yet asked for (their key was not created under faults) are asked now.
@@ -289,22 +245,24 @@ async fn vault_faults_every_key_converges_with_exact_versions() {
             faults_off_at.elapsed() < Duration::from_secs(300),
             "keys still not created 300 s after the faults stopped"
         );
-        let items = index_by_name(list_vaultkeys(&client, &ns).await);
-        rotate_when_created(&client, &ns, &items, &mut planned).await;
+        let items = index_by_name(scenario.vaultkeys().await);
+        rotate_when_created(&scenario, &items, &mut planned).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(400)).await;
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(400))
+        .await;
     let recovery = faults_off_at.elapsed();
-    let after = Stats::read(&env).await.since(&before);
+    let after = Stats::read(env).await.since(&before);
 
     // Two resyncs later nothing has changed: no late duplicate from a held response.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let items = index_by_name(list_vaultkeys(&client, &ns).await);
+    let items = index_by_name(scenario.vaultkeys().await);
     let (mut lost, mut duplicates, mut missing_versions, mut disabled, mut deleted) =
         (0, 0, 0, 0, 0);
     let mut problems = Vec::new();
     for p in &planned {
-        let Some(facts) = key_facts(&env, p.vault, &p.key).await else {
+        let Some(facts) = key_facts(env, p.vault, &p.key).await else {
             lost += 1;
             problems.push(format!(
                 "{}: key {} not in vault {}",
@@ -389,8 +347,7 @@ async fn vault_faults_every_key_converges_with_exact_versions() {
 /// Asks the one manual rotation of each chosen key as soon as the operator has created it
 /// (status shows a version: the key is managed, so the new token is a rotation request).
 async fn rotate_when_created(
-    client: &Client,
-    ns: &str,
+    scenario: &Scenario,
     items: &BTreeMap<String, VaultKey>,
     planned: &mut [Planned],
 ) {
@@ -400,7 +357,9 @@ async fn rotate_when_created(
             .and_then(|vk| vk.status.as_ref())
             .is_some_and(|s| s.current_version.is_some());
         if created {
-            patch_spec(client, ns, &p.name, json!({"rotateToken": "t1"})).await;
+            scenario
+                .patch_spec(&p.name, json!({"rotateToken": "t1"}))
+                .await;
             p.rotated = true;
             p.expected_versions += 1;
         }
@@ -433,61 +392,39 @@ async fn targeted_faults(
 /// while. Once the vault answers again, each key must still have exactly one version.
 #[tokio::test(flavor = "multi_thread")]
 async fn initial_rotate_token_survives_a_failed_step_after_create() {
-    let _environment = exclusive_environment().await;
-    let env = Env::get();
-    faults_off(&env);
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "firsttoken").await;
-    let mut logs = OperatorLogs::new();
-    let mut operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "2"]);
+    let scenario = Scenario::exclusive("firsttoken").await;
+    let env = &scenario.env;
+    faults_off(env);
+    let mut operator = scenario.start_operator(&["--resync-seconds", "2"]);
     // A key that exists before its VaultKey, to be adopted (its tags differ from the spec).
-    let adopted = format!("adopted-{ns}");
+    let adopted = scenario.key_name("adopted");
     env.vault(&env.vault_url)
-        .create_key(
-            &adopted,
-            &CreateKey {
-                key_type: vaultkey_operator::api::KeyType::Ec,
-                size: None,
-                curve: None,
-                public_exponent: None,
-                properties: KeyProperties::default(),
-            },
-        )
+        .create_key(&adopted, &ec_key(KeyProperties::default()))
         .await
         .unwrap();
     let faults = targeted_faults(
-        &env,
+        env,
         "error503",
         &["set_rotation_policy", "update_key"],
         json!({}),
     )
     .await;
-    create(
-        &client,
-        &ns,
-        &manifest(
+    scenario
+        .create_vaultkey(
             "created",
             &env.vault_url,
-            &format!("created-{ns}"),
             &format!("  keyType: EC\n  rotateToken: first\n{POLICY}"),
-        ),
-    )
-    .await
-    .unwrap();
-    create(
-        &client,
-        &ns,
-        &manifest(
+        )
+        .await;
+    scenario
+        .create_vaultkey(
             "adopted",
             &env.vault_url,
-            &adopted,
             &format!(
                 "  keyType: EC\n  adopt: true\n  rotateToken: first\n  tags: {{team: a}}\n{POLICY}"
             ),
-        ),
-    )
-    .await
-    .unwrap();
+        )
+        .await;
     let names = vec!["created".to_string(), "adopted".to_string()];
     // Both keys are known to status (so the VaultKeys count as managed) while the later step
     // keeps failing.
@@ -496,7 +433,7 @@ async fn initial_rotate_token_survives_a_failed_step_after_create() {
             &format!("{name}: version in status, Ready=False"),
             Duration::from_secs(60),
             || async {
-                let vk = get_vk(&client, &ns, name).await;
+                let vk = scenario.vaultkey(name).await;
                 let s = vk.status.clone()?;
                 (s.current_version.is_some() && vk.ready_condition()?.status == "False")
                     .then_some(())
@@ -506,16 +443,19 @@ async fn initial_rotate_token_survives_a_failed_step_after_create() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     faults.off();
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(90)).await;
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(90))
+        .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut problems = Vec::new();
     for (name, key) in [
-        ("created", format!("created-{ns}")),
+        ("created", scenario.key_name("created")),
         ("adopted", adopted.clone()),
     ] {
-        let facts = key_facts(&env, "default", &key).await.expect("key exists");
+        let facts = key_facts(env, "default", &key).await.expect("key exists");
         if facts.versions != 1 {
-            let rotated = events(&client, &ns, name)
+            let rotated = scenario
+                .events(name)
                 .await
                 .into_iter()
                 .filter(|(r, _)| r == "Rotated")
@@ -534,52 +474,42 @@ async fn initial_rotate_token_survives_a_failed_step_after_create() {
 /// failed in the reconcile that made (or first saw) a version.
 #[tokio::test(flavor = "multi_thread")]
 async fn version_list_in_status_recovers_from_a_failed_listing() {
-    let _environment = exclusive_environment().await;
-    let env = Env::get();
-    faults_off(&env);
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "versionlist").await;
-    let mut logs = OperatorLogs::new();
-    let _operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "2"]);
-    let key = format!("listed-{ns}");
-    let faults = targeted_faults(&env, "error503", &["list_versions"], json!({})).await;
-    create(
-        &client,
-        &ns,
-        &manifest(
+    let scenario = Scenario::exclusive("versionlist").await;
+    let env = &scenario.env;
+    faults_off(env);
+    let _operator = scenario.start_operator(&["--resync-seconds", "2"]);
+    let key = scenario.key_name("listed");
+    let faults = targeted_faults(env, "error503", &["list_versions"], json!({})).await;
+    scenario
+        .create_vaultkey(
             "listed",
             &env.vault_url,
-            &key,
             "  keyType: EC\n  rotateToken: a\n",
-        ),
-    )
-    .await
-    .unwrap();
+        )
+        .await;
     eventually("the key created", Duration::from_secs(60), || async {
-        get_vk(&client, &ns, "listed")
+        scenario
+            .vaultkey("listed")
             .await
             .status?
             .current_version
             .map(|_| ())
     })
     .await;
-    patch_spec(&client, &ns, "listed", json!({"rotateToken": "b"})).await;
+    scenario
+        .patch_spec("listed", json!({"rotateToken": "b"}))
+        .await;
     eventually("the rotation done", Duration::from_secs(60), || async {
-        (key_facts(&env, "default", &key).await?.versions == 2).then_some(())
+        (key_facts(env, "default", &key).await?.versions == 2).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     faults.off();
-    wait_converged(
-        &client,
-        &ns,
-        &["listed".to_string()],
-        &[],
-        Duration::from_secs(60),
-    )
-    .await;
+    scenario
+        .wait_converged(&["listed".to_string()], &[], Duration::from_secs(60))
+        .await;
     tokio::time::sleep(Duration::from_secs(5)).await; // resyncs after the vault answers again
-    let status = get_vk(&client, &ns, "listed").await.status.unwrap();
+    let status = scenario.vaultkey("listed").await.status.unwrap();
     assert_eq!(
         (status.version_count, status.versions.len()),
         (Some(2), 2),
@@ -597,74 +527,61 @@ async fn version_list_in_status_recovers_from_a_failed_listing() {
 /// operator's request timeout) are not repeated: one create, one rotation, one import.
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_with_unknown_outcome_are_not_repeated() {
-    let _environment = exclusive_environment().await;
-    let env = Env::get();
-    faults_off(&env);
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "unknown").await;
-    let mut logs = OperatorLogs::new();
-    let mut operator = OperatorProcess::start(
-        &env,
-        &ns,
-        &mut logs,
-        &["--resync-seconds", "2", "--request-timeout-seconds", "2"],
-    );
-    let before = Stats::read(&env).await;
+    let scenario = Scenario::exclusive("unknown").await;
+    let env = &scenario.env;
+    faults_off(env);
+    let mut operator =
+        scenario.start_operator(&["--resync-seconds", "2", "--request-timeout-seconds", "2"]);
+    let before = Stats::read(env).await;
     let faults = targeted_faults(
-        &env,
+        env,
         "timeout_after_commit",
         &["create_key", "rotate_key", "import_key"],
         json!({"holdSeconds": 6}),
     )
     .await;
-    put_secret(&client, &ns, "material", &fixture("ec_p256.jwk.json")).await;
-    create(
-        &client,
-        &ns,
-        &manifest(
-            "gen",
-            &env.vault_url,
-            &format!("gen-{ns}"),
-            "  keyType: RSA\n  rotateToken: a\n",
-        ),
-    )
-    .await
-    .unwrap();
-    create(
-        &client,
-        &ns,
-        &manifest(
+    scenario
+        .put_secret("material", &fixture("ec_p256.jwk.json"))
+        .await;
+    scenario
+        .create_vaultkey("gen", &env.vault_url, "  keyType: RSA\n  rotateToken: a\n")
+        .await;
+    scenario
+        .create_vaultkey(
             "imp",
             &env.vault_url,
-            &format!("imp-{ns}"),
             "  keyType: EC\n  import: {secretRef: {name: material, key: key}}\n",
-        ),
-    )
-    .await
-    .unwrap();
+        )
+        .await;
     let names = vec!["gen".to_string(), "imp".to_string()];
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(90)).await;
-    patch_spec(&client, &ns, "gen", json!({"rotateToken": "b"})).await;
-    put_secret(&client, &ns, "material", &fixture("ec_p384_pkcs8.pem")).await;
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(90))
+        .await;
+    scenario
+        .patch_spec("gen", json!({"rotateToken": "b"}))
+        .await;
+    scenario
+        .put_secret("material", &fixture("ec_p384_pkcs8.pem"))
+        .await;
     let p384 = KeyMaterial::parse(&fixture("ec_p384_pkcs8.pem"))
         .unwrap()
         .fingerprint();
-    let imp_key = format!("imp-{ns}");
+    let imp_key = scenario.key_name("imp");
     eventually(
         "rotation and re-import done",
         Duration::from_secs(90),
         || async {
-            let items = index_by_name(list_vaultkeys(&client, &ns).await);
-            let reimported = key_facts(&env, "default", &imp_key).await?.versions == 2;
+            let items = index_by_name(scenario.vaultkeys().await);
+            let reimported = key_facts(env, "default", &imp_key).await?.versions == 2;
             (items.values().all(converged) && reimported).then_some(())
         },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(7)).await; // past every held response
-    let seen = Stats::read(&env).await.since(&before);
+    let seen = Stats::read(env).await.since(&before);
     faults.off();
     for name in &names {
-        let facts = key_facts(&env, "default", &format!("{name}-{ns}"))
+        let facts = key_facts(env, "default", &scenario.key_name(name))
             .await
             .unwrap();
         assert_eq!(
@@ -674,8 +591,11 @@ async fn writes_with_unknown_outcome_are_not_repeated() {
     }
     // Status says which material the vault holds, also when the import's answer was lost
     // (the vault records it in the imported-material tag of the version).
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(10)).await;
-    let imported = get_vk(&client, &ns, "imp")
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(10))
+        .await;
+    let imported = scenario
+        .vaultkey("imp")
         .await
         .status
         .and_then(|s| s.imported_material);
@@ -711,27 +631,19 @@ async fn writes_with_unknown_outcome_are_not_repeated() {
 /// after its timeout instead of after the backoff.
 #[tokio::test(flavor = "multi_thread")]
 async fn backoff_holds_when_the_error_changes_between_attempts() {
-    let _environment = exclusive_environment().await;
-    let env = Env::get();
-    faults_off(&env);
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "backoff").await;
-    let mut logs = OperatorLogs::new();
-    let mut operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "2"]);
+    let scenario = Scenario::exclusive("backoff").await;
+    let env = &scenario.env;
+    faults_off(env);
+    let mut operator = scenario.start_operator(&["--resync-seconds", "2"]);
     // Every read of the key fails, with one of three errors drawn at random.
     let faults = FaultInjection::on(
-        &env,
+        env,
         json!({"rate": 1.0, "kinds": ["error500", "error503", "reset"], "seed": 7, "operations": ["get_key"]}),
     )
     .await;
-    let key = format!("storm-{ns}");
-    create(
-        &client,
-        &ns,
-        &manifest("storm", &env.vault_url, &key, "  keyType: EC\n"),
-    )
-    .await
-    .unwrap();
+    scenario
+        .create_vaultkey("storm", &env.vault_url, "  keyType: EC\n")
+        .await;
     let window = Duration::from_secs(20);
     tokio::time::sleep(window).await;
     let attempts = operator
@@ -740,7 +652,7 @@ async fn backoff_holds_when_the_error_changes_between_attempts() {
             &["operation=\"get_key\""],
         )
         .await;
-    let warnings = events(&client, &ns, "storm").await.len();
+    let warnings = scenario.events("storm").await.len();
     faults.off();
     figure(
         "backoff",
@@ -761,33 +673,23 @@ async fn backoff_holds_when_the_error_changes_between_attempts() {
 /// while most of the first vault's still queue; nothing is throttled and nothing duplicated.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_vault_over_its_create_budget_holds_up_no_other_vault() {
-    let _environment = exclusive_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "paced").await;
-    let _faults = FaultInjection::on(&env, json!({"createBudget": {"perTenSeconds": 2}})).await;
-    let before = Stats::read(&env).await;
-    let mut logs = OperatorLogs::new();
-    let operator = OperatorProcess::start(
-        &env,
-        &ns,
-        &mut logs,
-        &["--creates-per-10s", "2", "--concurrency", "2"],
-    );
+    let scenario = Scenario::exclusive("paced").await;
+    let env = &scenario.env;
+    let _faults = FaultInjection::on(env, json!({"createBudget": {"perTenSeconds": 2}})).await;
+    let before = Stats::read(env).await;
+    let operator = scenario.start_operator(&["--creates-per-10s", "2", "--concurrency", "2"]);
     let busy: Vec<String> = (0..8).map(|i| format!("busy-{i}")).collect();
     let other: Vec<String> = (0..2).map(|i| format!("other-{i}")).collect();
     for (names, url) in [(&busy, &env.vault_url), (&other, &env.purgeable_vault_url)] {
         for name in names {
-            let key = format!("{name}-{ns}");
-            create(&client, &ns, &manifest(name, url, &key, "  keyType: EC\n"))
-                .await
-                .unwrap();
+            scenario.create_vaultkey(name, url, "  keyType: EC\n").await;
         }
     }
     for name in &other {
-        wait_ready(&client, &ns, name, "True").await;
+        scenario.wait_ready(name, "True").await;
     }
-    let queued: Vec<VaultKey> = list_vaultkeys(&client, &ns)
+    let queued: Vec<VaultKey> = scenario
+        .vaultkeys()
         .await
         .into_iter()
         .filter(|vk| busy.contains(&vk.name_any()) && !converged(vk))
@@ -804,20 +706,22 @@ async fn a_vault_over_its_create_budget_holds_up_no_other_vault() {
     );
 
     let all: Vec<String> = busy.iter().chain(&other).cloned().collect();
-    wait_converged(&client, &ns, &all, &[], Duration::from_secs(120)).await;
+    scenario
+        .wait_converged(&all, &[], Duration::from_secs(120))
+        .await;
     for (names, url) in [(&busy, &env.vault_url), (&other, &env.purgeable_vault_url)] {
         for name in names {
-            let key = format!("{name}-{ns}");
-            let facts = key_facts(&env, vault_name(&env, url), &key).await.unwrap();
+            let key = scenario.key_name(name);
+            let facts = key_facts(env, vault_name(env, url), &key).await.unwrap();
             assert_eq!(facts.versions, 1, "{key}: {facts:?}");
-            let events = events(&client, &ns, name).await;
+            let events = scenario.events(name).await;
             assert!(
                 events.iter().all(|(reason, _)| reason != "Paced"),
                 "pacing is not a warning: {events:?}"
             );
         }
     }
-    let stats = Stats::read(&env).await.since(&before);
+    let stats = Stats::read(env).await.since(&before);
     assert_eq!(
         stats.requests.get(&("create_key".to_string(), 429)),
         None,
@@ -882,10 +786,8 @@ struct Tracked {
 /// for, deleted VaultKeys are gone (no leaked finalizer) and their keys soft-deleted.
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_crashes_lose_and_duplicate_nothing() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "crash").await;
+    let scenario = Scenario::shared("crash").await;
+    let env = &scenario.env;
     let n = size("VAULTKEY_RELIABILITY_KEYS", 60);
     let crashes = size("VAULTKEY_RELIABILITY_CRASHES", 5);
     let seed = seed();
@@ -902,7 +804,7 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
     let mut tracked = Vec::new();
     for i in 0..n {
         let name = format!("c{i:03}");
-        let key = format!("{name}-{ns}");
+        let key = scenario.key_name(&name);
         let (url, kind) = match i % 4 {
             0 => (&env.vault_url, Kind::Generated),
             1 => (&env.purgeable_vault_url, Kind::Generated),
@@ -912,7 +814,7 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
         tracked.push(Tracked {
             name,
             key,
-            vault: vault_name(&env, url),
+            vault: vault_name(env, url),
             kind,
             deletable: i % 3 == 0,
             token: 0,
@@ -945,7 +847,6 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
         manifest(&t.name, url, &t.key, &format!("{body}{deletion}"))
     };
 
-    let mut logs = OperatorLogs::new();
     let (mut rotations, mut reimports, mut deletions) = (0, 0, 0);
     let mut kill_points = Vec::new();
     let mut unfinished_at_kill = Vec::new();
@@ -955,7 +856,7 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
         // keys that have converged are changed, so each change asks for exactly one thing.
         let mut changes = Vec::new();
         if round > 0 {
-            let items = index_by_name(list_vaultkeys(&client, &ns).await);
+            let items = index_by_name(scenario.vaultkeys().await);
             for (i, t) in tracked.iter_mut().enumerate() {
                 if t.deleted {
                     continue;
@@ -971,7 +872,7 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
                 // moment).
                 if t.kind == Kind::Imported {
                     let current = KeyMaterial::parse(&fixture(materials(i)[t.material])).unwrap();
-                    let held = key_facts(&env, t.vault, &t.key)
+                    let held = key_facts(env, t.vault, &t.key)
                         .await
                         .and_then(|f| f.latest_tags.get(IMPORTED_MATERIAL_TAG).cloned());
                     if held.as_deref() != Some(current.public_thumbprint().as_str()) {
@@ -1008,15 +909,17 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
                 }
             }
         }
-        let operator = OperatorProcess::start(&env, &ns, &mut logs, &flags);
+        let operator = scenario.start_operator(&flags);
         if round == 0 {
             // Creation and first imports happen under the first crashes.
             for (i, t) in tracked.iter().enumerate() {
                 if t.kind == Kind::Imported {
                     let m = materials(i)[0];
-                    put_secret(&client, &ns, &format!("m-{}", t.name), &fixture(m)).await;
+                    scenario
+                        .put_secret(&format!("m-{}", t.name), &fixture(m))
+                        .await;
                 }
-                create(&client, &ns, &manifest_of(i, t))
+                create(&scenario.client, &scenario.ns, &manifest_of(i, t))
                     .await
                     .expect("VaultKey created");
             }
@@ -1026,25 +929,21 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
             futures::future::join_all(
                 changes
                     .into_iter()
-                    .map(|change| apply_change(&client, &ns, change)),
+                    .map(|change| apply_change(&scenario, change)),
             )
             .await;
         }
         // Kill at a random moment, mostly while work is in flight.
         let delay = Duration::from_millis(rng.random_range(50..1500));
         tokio::time::sleep(delay).await;
-        let unfinished = list_vaultkeys(&client, &ns)
-            .await
-            .iter()
-            .filter(|vk| !converged(vk))
-            .count();
+        let unfinished = scenario.count_unconverged().await;
         operator.sigkill();
         kill_points.push(delay.as_millis() as u64);
         unfinished_at_kill.push(unfinished);
     }
 
     // The last restart: everything converges.
-    let operator = OperatorProcess::start(&env, &ns, &mut logs, &flags);
+    let operator = scenario.start_operator(&flags);
     let live: Vec<String> = tracked
         .iter()
         .filter(|t| !t.deleted)
@@ -1056,7 +955,9 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
         .map(|t| t.name.clone())
         .collect();
     let restarted = Instant::now();
-    wait_converged(&client, &ns, &live, &gone, Duration::from_secs(300)).await;
+    scenario
+        .wait_converged(&live, &gone, Duration::from_secs(300))
+        .await;
     // Secret changes are read at resyncs: wait until the vault holds every current material.
     for (i, t) in tracked.iter().enumerate() {
         if t.kind != Kind::Imported || t.deleted {
@@ -1069,17 +970,19 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
             &format!("{}: the vault holds the Secret's current material", t.name),
             Duration::from_secs(60),
             || async {
-                let facts = key_facts(&env, t.vault, &t.key).await?;
+                let facts = key_facts(env, t.vault, &t.key).await?;
                 (facts.latest_tags.get(IMPORTED_MATERIAL_TAG) == Some(&current)).then_some(())
             },
         )
         .await;
     }
-    wait_converged(&client, &ns, &live, &gone, Duration::from_secs(60)).await;
+    scenario
+        .wait_converged(&live, &gone, Duration::from_secs(60))
+        .await;
     let recovery = restarted.elapsed();
     tokio::time::sleep(Duration::from_secs(7)).await; // two resyncs: nothing more happens
 
-    let items = index_by_name(list_vaultkeys(&client, &ns).await);
+    let items = index_by_name(scenario.vaultkeys().await);
     let (mut lost, mut duplicates, mut missing, mut leaked) = (0, 0, 0, 0);
     let mut problems = Vec::new();
     for (i, t) in tracked.iter().enumerate() {
@@ -1087,7 +990,7 @@ async fn operator_crashes_lose_and_duplicate_nothing() {
             leaked += 1;
             problems.push(format!("{}: deleted VaultKey still exists", t.name));
         }
-        let Some(facts) = key_facts(&env, t.vault, &t.key).await else {
+        let Some(facts) = key_facts(env, t.vault, &t.key).await else {
             lost += 1;
             problems.push(format!(
                 "{}: key {} missing from vault {}",
@@ -1173,18 +1076,21 @@ enum Change {
     NewMaterial(String, Vec<u8>),
 }
 
-async fn apply_change(client: &Client, ns: &str, change: Change) {
+async fn apply_change(scenario: &Scenario, change: Change) {
     match change {
         Change::Delete(name) => {
-            Api::<VaultKey>::namespaced(client.clone(), ns)
+            scenario
+                .api
                 .delete(&name, &DeleteParams::default())
                 .await
                 .expect("VaultKey deleted");
         }
         Change::Rotate(name, token) => {
-            patch_spec(client, ns, &name, json!({ "rotateToken": token })).await;
+            scenario
+                .patch_spec(&name, json!({ "rotateToken": token }))
+                .await;
         }
-        Change::NewMaterial(secret, material) => put_secret(client, ns, &secret, &material).await,
+        Change::NewMaterial(secret, material) => scenario.put_secret(&secret, &material).await,
     }
 }
 
@@ -1192,16 +1098,23 @@ async fn apply_change(client: &Client, ns: &str, change: Change) {
 // 3. API server faults
 // =============================================================================================
 
+/// Reconciles that failed on an error from the API server, by the operator's own count.
+async fn kubernetes_errors(operator: &OperatorProcess) -> f64 {
+    operator
+        .sum(
+            "vaultkey_reconcile_errors_total",
+            &["reason=\"KubernetesError\""],
+        )
+        .await
+}
+
 /// kube-apiserver restarted while the operator is reconciling: the process keeps running,
 /// reconnects, finishes what it was doing and follows changes made after the restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn apiserver_restart_mid_reconcile_is_survived() {
-    let _environment = exclusive_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "apirestart").await;
-    let mut logs = OperatorLogs::new();
-    let mut operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "3"]);
+    let scenario = Scenario::exclusive("apirestart").await;
+    let env = &scenario.env;
+    let mut operator = scenario.start_operator(&["--resync-seconds", "3"]);
     // Mostly HSM keys: the operator's HSM create budget (9 per 10 s per vault) keeps it busy
     // with them for a while, so the API server goes away in the middle of the work.
     let first: Vec<String> = (0..30).map(|i| format!("a{i:02}")).collect();
@@ -1211,67 +1124,46 @@ async fn apiserver_restart_mid_reconcile_is_survived() {
             1 => "  keyType: oct-HSM\n  keySize: 256\n".to_owned(),
             _ => "  keyType: oct-HSM\n  rotateToken: x0\n".to_owned(),
         };
-        create(
-            &client,
-            &ns,
-            &manifest(name, &env.vault_url, &format!("{name}-{ns}"), &body),
-        )
-        .await
-        .unwrap();
+        scenario.create_vaultkey(name, &env.vault_url, &body).await;
     }
     // Mid-reconcile: right after the creates, while the operator is working through them.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let unfinished_before = list_vaultkeys(&client, &ns)
-        .await
-        .iter()
-        .filter(|vk| !converged(vk))
-        .count();
+    let unfinished_before = scenario.count_unconverged().await;
     let restart = restart_apiserver(Duration::from_secs(3)).await;
-    let unfinished_after = list_vaultkeys(&client, &ns)
-        .await
-        .iter()
-        .filter(|vk| !converged(vk))
-        .count();
+    let unfinished_after = scenario.count_unconverged().await;
     assert!(
         operator.is_running(),
         "the operator survived the API server's absence"
     );
-    let converge_first = wait_converged(&client, &ns, &first, &[], Duration::from_secs(120)).await;
+    let converge_first = scenario
+        .wait_converged(&first, &[], Duration::from_secs(120))
+        .await;
 
     // New changes after the restart are followed: new VaultKeys and rotations.
     let after_restart = Instant::now();
     let second: Vec<String> = (0..4).map(|i| format!("b{i:02}")).collect();
     for name in &second {
-        create(
-            &client,
-            &ns,
-            &manifest(
-                name,
-                &env.vault_url,
-                &format!("{name}-{ns}"),
-                "  keyType: EC\n",
-            ),
-        )
-        .await
-        .unwrap();
+        scenario
+            .create_vaultkey(name, &env.vault_url, "  keyType: EC\n")
+            .await;
     }
     for name in ["a00", "a02", "a03"] {
-        patch_spec(&client, &ns, name, json!({"rotateToken": "x1"})).await;
+        scenario
+            .patch_spec(name, json!({"rotateToken": "x1"}))
+            .await;
     }
     let all: Vec<String> = first.iter().chain(&second).cloned().collect();
-    let converge_changes = wait_converged(&client, &ns, &all, &[], Duration::from_secs(120)).await;
+    let converge_changes = scenario
+        .wait_converged(&all, &[], Duration::from_secs(120))
+        .await;
 
     // A second restart, with the operator idle (its watches must be re-established again).
     restart_apiserver(Duration::from_secs(1)).await;
-    patch_spec(
-        &client,
-        &ns,
-        "b00",
-        json!({"tags": {"after": "second-restart"}}),
-    )
-    .await;
+    scenario
+        .patch_spec("b00", json!({"tags": {"after": "second-restart"}}))
+        .await;
     let vault = env.vault(&env.vault_url);
-    let key = format!("b00-{ns}");
+    let key = scenario.key_name("b00");
     let change_made = Instant::now();
     eventually(
         "a change after the second restart reaches the vault",
@@ -1283,7 +1175,9 @@ async fn apiserver_restart_mid_reconcile_is_survived() {
     )
     .await;
     let followed_after_second_restart = change_made.elapsed();
-    wait_converged(&client, &ns, &all, &[], Duration::from_secs(60)).await;
+    scenario
+        .wait_converged(&all, &[], Duration::from_secs(60))
+        .await;
 
     for name in &all {
         let expected = if ["a00", "a02", "a03"].contains(&name.as_str()) {
@@ -1291,7 +1185,7 @@ async fn apiserver_restart_mid_reconcile_is_survived() {
         } else {
             1
         };
-        let facts = key_facts(&env, "default", &format!("{name}-{ns}"))
+        let facts = key_facts(env, "default", &scenario.key_name(name))
             .await
             .expect("key exists");
         assert_eq!(facts.versions, expected, "{name}: versions");
@@ -1300,12 +1194,7 @@ async fn apiserver_restart_mid_reconcile_is_survived() {
         operator.is_running(),
         "the operator kept running through both restarts"
     );
-    let kube_errors = operator
-        .sum(
-            "vaultkey_reconcile_errors_total",
-            &["reason=\"KubernetesError\""],
-        )
-        .await;
+    let kube_errors = kubernetes_errors(&operator).await;
     figure(
         "apiserver_restart",
         json!({
@@ -1331,25 +1220,18 @@ async fn apiserver_restart_mid_reconcile_is_survived() {
 /// last spec, with one version per key.
 #[tokio::test(flavor = "multi_thread")]
 async fn conflicting_writes_are_retried_until_the_last_spec_is_served() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "conflict").await;
-    let mut logs = OperatorLogs::new();
-    let mut operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "3"]);
-    let api: Api<VaultKey> = Api::namespaced(client.clone(), &ns);
+    let scenario = Scenario::shared("conflict").await;
+    let env = &scenario.env;
+    let api = &scenario.api;
+    let mut operator = scenario.start_operator(&["--resync-seconds", "3"]);
     let vault = env.vault(&env.vault_url);
 
     // Spec updates in quick succession through optimistic-concurrency replaces (each one a
     // read-modify-write that itself gets 409 when the operator's status write lands between).
-    let key = format!("busy-{ns}");
-    create(
-        &client,
-        &ns,
-        &manifest("busy", &env.vault_url, &key, "  keyType: EC\n"),
-    )
-    .await
-    .unwrap();
+    let key = scenario.key_name("busy");
+    scenario
+        .create_vaultkey("busy", &env.vault_url, "  keyType: EC\n")
+        .await;
     let mut our_conflicts = 0;
     for i in 0..15 {
         loop {
@@ -1363,21 +1245,16 @@ async fn conflicting_writes_are_retried_until_the_last_spec_is_served() {
         }
         tokio::time::sleep(Duration::from_millis(rand::random_range(0..200))).await;
     }
-    wait_converged(
-        &client,
-        &ns,
-        &["busy".to_string()],
-        &[],
-        Duration::from_secs(60),
-    )
-    .await;
+    scenario
+        .wait_converged(&["busy".to_string()], &[], Duration::from_secs(60))
+        .await;
     let k = vault.get_key(&key).await.unwrap().unwrap();
     assert_eq!(
         k.tags.get("round").map(String::as_str),
         Some("14"),
         "the last spec is served"
     );
-    assert_eq!(key_facts(&env, "default", &key).await.unwrap().versions, 1);
+    assert_eq!(key_facts(env, "default", &key).await.unwrap().versions, 1);
 
     // Another controller keeps rewriting the finalizer list while the operator adds its own.
     // The operator is paused (SIGSTOP) while the VaultKey is created and rewritten, so when it
@@ -1389,7 +1266,7 @@ async fn conflicting_writes_are_retried_until_the_last_spec_is_served() {
         let mut vk = vaultkey_from_yaml(&manifest(
             name,
             &env.vault_url,
-            &format!("{name}-{ns}"),
+            &scenario.key_name(name),
             "  keyType: EC\n",
         ));
         vk.metadata.finalizers = Some(vec!["example.com/hold-0".into()]);
@@ -1397,7 +1274,7 @@ async fn conflicting_writes_are_retried_until_the_last_spec_is_served() {
     }
     for i in 1..=10 {
         for name in &contested {
-            rewrite_foreign_finalizer(&api, name, i).await;
+            rewrite_foreign_finalizer(api, name, i).await;
         }
     }
     let flappers: Vec<_> = contested
@@ -1418,7 +1295,9 @@ async fn conflicting_writes_are_retried_until_the_last_spec_is_served() {
     for flapper in flappers {
         flapper.await.unwrap();
     }
-    wait_converged(&client, &ns, &contested, &[], Duration::from_secs(60)).await;
+    scenario
+        .wait_converged(&contested, &[], Duration::from_secs(60))
+        .await;
     for name in &contested {
         let vk = api.get(name).await.unwrap();
         assert!(
@@ -1426,7 +1305,7 @@ async fn conflicting_writes_are_retried_until_the_last_spec_is_served() {
             "{name}: {:?}",
             vk.finalizers()
         );
-        let facts = key_facts(&env, "default", &format!("{name}-{ns}"))
+        let facts = key_facts(env, "default", &scenario.key_name(name))
             .await
             .unwrap();
         assert_eq!(facts.versions, 1, "{name}");
@@ -1440,12 +1319,7 @@ async fn conflicting_writes_are_retried_until_the_last_spec_is_served() {
         .unwrap();
     }
 
-    let kube_errors = operator
-        .sum(
-            "vaultkey_reconcile_errors_total",
-            &["reason=\"KubernetesError\""],
-        )
-        .await;
+    let kube_errors = kubernetes_errors(&operator).await;
     figure(
         "conflicting_writes",
         json!({
@@ -1497,13 +1371,10 @@ async fn rewrite_foreign_finalizer(api: &Api<VaultKey>, name: &str, i: u32) {
 /// SIGTERM) never touches any key, whatever its policy.
 #[tokio::test(flavor = "multi_thread")]
 async fn retain_and_operator_removal_never_delete_keys() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "retain").await;
-    let mut logs = OperatorLogs::new();
-    let operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "3"]);
-    let api: Api<VaultKey> = Api::namespaced(client.clone(), &ns);
+    let scenario = Scenario::shared("retain").await;
+    let env = &scenario.env;
+    let api = &scenario.api;
+    let operator = scenario.start_operator(&["--resync-seconds", "3"]);
     let mut names = Vec::new();
     for (i, body) in [
         "  keyType: EC\n",
@@ -1516,61 +1387,61 @@ async fn retain_and_operator_removal_never_delete_keys() {
     .enumerate()
     {
         let name = format!("r{i}");
-        create(
-            &client,
-            &ns,
-            &manifest(
-                &name,
-                &env.purgeable_vault_url,
-                &format!("{name}-{ns}"),
-                body,
-            ),
-        )
-        .await
-        .unwrap();
+        scenario
+            .create_vaultkey(&name, &env.purgeable_vault_url, body)
+            .await;
         names.push(name);
     }
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(60)).await;
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(60))
+        .await;
 
     // The operator goes away, abruptly and gracefully: nothing happens to any key.
     operator.sigkill();
-    let operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "3"]);
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(60)).await;
+    let operator = scenario.start_operator(&["--resync-seconds", "3"]);
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(60))
+        .await;
     let pid = operator.pid().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for name in &names {
-        let facts = key_facts(&env, "purgeable", &format!("{name}-{ns}"))
-            .await
-            .expect("key exists");
-        assert!(
-            !facts.deleted && facts.all_enabled && facts.versions == 1,
-            "{name}: {facts:?}"
-        );
-    }
+    assert_keys_as_created(&scenario, "purgeable", &names, "key exists").await;
     drop(operator);
 
     // Retain: deleting the VaultKeys leaves the keys.
-    let operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "3"]);
+    let operator = scenario.start_operator(&["--resync-seconds", "3"]);
     let retained = ["r0", "r1", "r2"];
     for name in retained {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
     let gone: Vec<String> = retained.iter().map(|s| s.to_string()).collect();
-    wait_converged(&client, &ns, &[], &gone, Duration::from_secs(60)).await;
-    for name in retained {
-        let facts = key_facts(&env, "purgeable", &format!("{name}-{ns}"))
+    scenario
+        .wait_converged(&[], &gone, Duration::from_secs(60))
+        .await;
+    assert_keys_as_created(&scenario, "purgeable", &gone, "Retain keeps the key").await;
+    drop(operator);
+}
+
+/// Asserts that the key of each VaultKey in `names` is as it was created: still there (else
+/// panics with `expectation`), not deleted, one version, enabled.
+async fn assert_keys_as_created(
+    scenario: &Scenario,
+    vault: &str,
+    names: &[String],
+    expectation: &str,
+) {
+    for name in names {
+        let facts = key_facts(&scenario.env, vault, &scenario.key_name(name))
             .await
-            .expect("Retain keeps the key");
+            .expect(expectation);
         assert!(
             !facts.deleted && facts.all_enabled && facts.versions == 1,
             "{name}: {facts:?}"
         );
     }
-    drop(operator);
 }
 
 /// A VaultKey whose deletion cannot be carried out keeps its finalizer (the key may still
@@ -1579,48 +1450,33 @@ async fn retain_and_operator_removal_never_delete_keys() {
 /// retention period, 90 days, has passed).
 #[tokio::test(flavor = "multi_thread")]
 async fn blocked_deletion_is_explained_on_the_vaultkey() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "blocked").await;
+    let scenario = Scenario::shared("blocked").await;
+    let env = &scenario.env;
+    let api = &scenario.api;
     let forwarder = VaultForwarder::start(&env.vault_url).await;
-    let mut logs = OperatorLogs::new();
-    let operator = OperatorProcess::start(
-        &env,
-        &ns,
-        &mut logs,
-        &["--resync-seconds", "3", "--request-timeout-seconds", "3"],
-    );
-    let api: Api<VaultKey> = Api::namespaced(client.clone(), &ns);
-    let unreachable = format!("unreachable-{ns}");
-    let protected = format!("protected-{ns}");
-    create(
-        &client,
-        &ns,
-        &manifest(
+    let operator =
+        scenario.start_operator(&["--resync-seconds", "3", "--request-timeout-seconds", "3"]);
+    let unreachable = scenario.key_name("unreachable");
+    let protected = scenario.key_name("protected");
+    scenario
+        .create_vaultkey(
             "unreachable",
             &forwarder.url,
-            &unreachable,
             "  keyType: EC\n  deletionPolicy: Delete\n",
-        ),
-    )
-    .await
-    .unwrap();
+        )
+        .await;
     // The default vault is Recoverable: purge protection on.
-    create(
-        &client,
-        &ns,
-        &manifest(
+    scenario
+        .create_vaultkey(
             "protected",
             &env.vault_url,
-            &protected,
             "  keyType: EC\n  deletionPolicy: Purge\n",
-        ),
-    )
-    .await
-    .unwrap();
+        )
+        .await;
     let names = vec!["unreachable".to_string(), "protected".to_string()];
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(60)).await;
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(60))
+        .await;
 
     forwarder.cut();
     for name in &names {
@@ -1644,7 +1500,7 @@ async fn blocked_deletion_is_explained_on_the_vaultkey() {
             vk.finalizers().iter().any(|f| f == "vaultkey.dev/cleanup"),
             "{name}"
         );
-        let facts = key_facts(&env, "default", key)
+        let facts = key_facts(env, "default", key)
             .await
             .expect("the key is still there");
         assert_eq!(
@@ -1658,7 +1514,7 @@ async fn blocked_deletion_is_explained_on_the_vaultkey() {
             .ready_condition()
             .map(|c| format!("{} {}: {}", c.status, c.reason, c.message))
             .unwrap_or_default();
-        let events = events(&client, &ns, name).await;
+        let events = scenario.events(name).await;
         let explained = condition.contains("vaultkey.dev/abandon")
             || events
                 .iter()
@@ -1676,47 +1532,29 @@ async fn blocked_deletion_is_explained_on_the_vaultkey() {
 /// The abandon annotation lets a blocked VaultKey go without a single request to the vault.
 #[tokio::test(flavor = "multi_thread")]
 async fn abandon_annotation_releases_without_touching_the_vault() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "abandon").await;
+    let scenario = Scenario::shared("abandon").await;
+    let env = &scenario.env;
+    let api = &scenario.api;
     let forwarder = VaultForwarder::start(&env.vault_url).await;
-    let mut logs = OperatorLogs::new();
-    let operator = OperatorProcess::start(
-        &env,
-        &ns,
-        &mut logs,
-        &[
-            "--resync-seconds",
-            "3",
-            "--request-timeout-seconds",
-            "3",
-            "--log-level",
-            "trace",
-        ],
-    );
-    let api: Api<VaultKey> = Api::namespaced(client.clone(), &ns);
-    let key = format!("gone-{ns}");
-    create(
-        &client,
-        &ns,
-        &manifest(
+    let operator = scenario.start_operator(&[
+        "--resync-seconds",
+        "3",
+        "--request-timeout-seconds",
+        "3",
+        "--log-level",
+        "trace",
+    ]);
+    let key = scenario.key_name("gone");
+    scenario
+        .create_vaultkey(
             "gone",
             &forwarder.url,
-            &key,
             "  keyType: EC\n  deletionPolicy: Purge\n",
-        ),
-    )
-    .await
-    .unwrap();
-    wait_converged(
-        &client,
-        &ns,
-        &["gone".to_string()],
-        &[],
-        Duration::from_secs(60),
-    )
-    .await;
+        )
+        .await;
+    scenario
+        .wait_converged(&["gone".to_string()], &[], Duration::from_secs(60))
+        .await;
 
     forwarder.cut();
     api.delete("gone", &DeleteParams::default()).await.unwrap();
@@ -1746,14 +1584,9 @@ async fn abandon_annotation_releases_without_touching_the_vault() {
     .await
     .unwrap();
     let released = Instant::now();
-    wait_converged(
-        &client,
-        &ns,
-        &[],
-        &["gone".to_string()],
-        Duration::from_secs(30),
-    )
-    .await;
+    scenario
+        .wait_converged(&[], &["gone".to_string()], Duration::from_secs(30))
+        .await;
     let release_time = released.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -1770,7 +1603,7 @@ async fn abandon_annotation_releases_without_touching_the_vault() {
         !later.contains(&format!("/keys/{key}")),
         "no request for the key after the annotation"
     );
-    let facts = key_facts(&env, "default", &key)
+    let facts = key_facts(env, "default", &key)
         .await
         .expect("the key is left as it is");
     assert!(!facts.deleted && facts.versions == 1);
@@ -1793,87 +1626,63 @@ async fn abandon_annotation_releases_without_touching_the_vault() {
 /// Delete-policy VaultKey naming it is let go and the key (even one tagged for it) is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn denied_vault_is_not_touched_on_deletion() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "denied").await;
+    let scenario = Scenario::shared("denied").await;
+    let env = &scenario.env;
+    let api = &scenario.api;
     let dir = tempfile::tempdir().unwrap();
     let access = dir.path().join("access.yaml");
     std::fs::write(
         &access,
         format!(
-            "default: []\nnamespaces:\n  {ns}: ['{}']\n",
-            env.purgeable_vault_url
+            "default: []\nnamespaces:\n  {}: ['{}']\n",
+            scenario.ns, env.purgeable_vault_url
         ),
     )
     .unwrap();
-    let mut logs = OperatorLogs::new();
-    let operator = OperatorProcess::start(
-        &env,
-        &ns,
-        &mut logs,
-        &[
-            "--resync-seconds",
-            "3",
-            "--log-level",
-            "trace",
-            "--vault-access-file",
-            access.to_str().unwrap(),
-        ],
-    );
-    let api: Api<VaultKey> = Api::namespaced(client.clone(), &ns);
+    let operator = scenario.start_operator(&[
+        "--resync-seconds",
+        "3",
+        "--log-level",
+        "trace",
+        "--vault-access-file",
+        access.to_str().unwrap(),
+    ]);
     // A key in the denied vault that carries this VaultKey's owner tag (the policy changed
     // after it was created, or someone forged the tag).
-    let key = format!("fenced-{ns}");
+    let key = scenario.key_name("fenced");
     let vault = env.vault(&env.vault_url);
     vault
         .create_key(
             &key,
-            &CreateKey {
-                key_type: vaultkey_operator::api::KeyType::Ec,
-                size: None,
-                curve: None,
-                public_exponent: None,
-                properties: KeyProperties {
-                    tags: Some(
-                        [
-                            (OWNER_TAG.to_string(), format!("{ns}/fenced")),
-                            (OWNER_UID_TAG.to_string(), "x".into()),
-                        ]
-                        .into(),
-                    ),
-                    ..Default::default()
-                },
-            },
+            &ec_key(KeyProperties {
+                tags: Some(
+                    [
+                        (OWNER_TAG.to_string(), format!("{}/fenced", scenario.ns)),
+                        (OWNER_UID_TAG.to_string(), "x".into()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            }),
         )
         .await
         .unwrap();
-    create(
-        &client,
-        &ns,
-        &manifest(
+    scenario
+        .create_vaultkey(
             "fenced",
             &env.vault_url,
-            &key,
             "  keyType: EC\n  deletionPolicy: Purge\n",
-        ),
-    )
-    .await
-    .unwrap();
-    let vk = wait_ready(&client, &ns, "fenced", "False").await;
+        )
+        .await;
+    let vk = scenario.wait_ready("fenced", "False").await;
     assert_eq!(ready_reason(&vk).0, "VaultNotAllowed");
     api.delete("fenced", &DeleteParams::default())
         .await
         .unwrap();
-    wait_converged(
-        &client,
-        &ns,
-        &[],
-        &["fenced".to_string()],
-        Duration::from_secs(30),
-    )
-    .await;
-    let facts = key_facts(&env, "default", &key).await.unwrap();
+    scenario
+        .wait_converged(&[], &["fenced".to_string()], Duration::from_secs(30))
+        .await;
+    let facts = key_facts(env, "default", &key).await.unwrap();
     assert!(!facts.deleted && facts.versions == 1, "{facts:?}");
     assert!(
         !operator.logs().contains(&format!("/keys/{key}")),
@@ -1889,17 +1698,9 @@ async fn denied_vault_is_not_touched_on_deletion() {
 /// message naming the Secret and containing none of its content, and nothing in the vault.
 #[tokio::test(flavor = "multi_thread")]
 async fn unusable_import_secrets_are_reported_without_their_content() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "badsecret").await;
-    let mut logs = OperatorLogs::new();
-    let operator = OperatorProcess::start(
-        &env,
-        &ns,
-        &mut logs,
-        &["--resync-seconds", "3", "--log-level", "trace"],
-    );
+    let scenario = Scenario::shared("badsecret").await;
+    let env = &scenario.env;
+    let operator = scenario.start_operator(&["--resync-seconds", "3", "--log-level", "trace"]);
 
     let mut rng = StdRng::seed_from_u64(seed());
     let mut random = vec![0u8; 4096];
@@ -1937,33 +1738,28 @@ async fn unusable_import_secrets_are_reported_without_their_content() {
         ("yaml", "EC", b"kty: EC\ncrv: P-256\nd: xo_7xiuPDEQOAoW1iEHNlXjddXwUP3N8R6cWCSJzRPc\n".to_vec()),
     ];
     for (name, key_type, content) in &cases {
-        put_secret(&client, &ns, &format!("s-{name}"), content).await;
-        create(
-            &client,
-            &ns,
-            &manifest(
+        scenario.put_secret(&format!("s-{name}"), content).await;
+        scenario
+            .create_vaultkey(
                 name,
                 &env.vault_url,
-                &format!("{name}-{ns}"),
                 &format!(
                     "  keyType: {key_type}\n  import: {{secretRef: {{name: s-{name}, key: key}}}}\n"
                 ),
-            ),
-        )
-        .await
-        .unwrap();
+            )
+            .await;
     }
     let mut messages = Vec::new();
     for (name, _, content) in &cases {
-        let vk = wait_ready(&client, &ns, name, "False").await;
+        let vk = scenario.wait_ready(name, "False").await;
         let (reason, message) = ready_reason(&vk);
         assert_eq!(reason, "InvalidKeyMaterial", "{name}: {message}");
         assert!(
-            message.contains(&format!("Secret {ns}/s-{name}")),
+            message.contains(&format!("Secret {}/s-{name}", scenario.ns)),
             "{name}: the message names the Secret: {message}"
         );
         let status_text = serde_json::to_string(&vk.status).unwrap();
-        let events_text = format!("{:?}", events(&client, &ns, name).await);
+        let events_text = format!("{:?}", scenario.events(name).await);
         for piece in secret_pieces(content) {
             assert!(
                 !status_text.contains(&piece),
@@ -1972,7 +1768,7 @@ async fn unusable_import_secrets_are_reported_without_their_content() {
             assert!(!events_text.contains(&piece), "{name}: content in an event");
         }
         assert!(
-            key_facts(&env, "default", &format!("{name}-{ns}"))
+            key_facts(env, "default", &scenario.key_name(name))
                 .await
                 .is_none(),
             "{name}: nothing imported"
@@ -1998,10 +1794,8 @@ async fn unusable_import_secrets_are_reported_without_their_content() {
 /// and the refusal names the field at fault.
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_manifest_corpus_is_rejected_naming_the_field() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "corpus").await;
+    let scenario = Scenario::shared("corpus").await;
+    let env = &scenario.env;
     let long_name = "k".repeat(128);
     let long_token = "t".repeat(254);
     let long_url = format!("https://{}.vault.azure.net", "v".repeat(520));
@@ -2066,7 +1860,7 @@ async fn invalid_manifest_corpus_is_rejected_naming_the_field() {
         let manifest = format!(
             "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: bad-{i}}}\nspec:\n{spec}"
         );
-        match kubectl_apply(&env, &ns, &manifest).await {
+        match kubectl_apply(env, &scenario.ns, &manifest).await {
             Ok(out) => failures.push(format!("#{i} accepted ({out}):\n{spec}")),
             Err(err) if err.contains(expected) => rejected += 1,
             Err(err) => failures.push(format!(
@@ -2075,8 +1869,8 @@ async fn invalid_manifest_corpus_is_rejected_naming_the_field() {
         }
     }
     // Identity fields cannot change once set.
-    let api: Api<VaultKey> = Api::namespaced(client.clone(), &ns);
-    create(&client, &ns, "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {name: fixed}\nspec:\n  vaultUrl: https://v.vault.azure.net\n  keyName: fixed-name\n  keyType: RSA\n")
+    let api = &scenario.api;
+    create(&scenario.client, &scenario.ns, "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {name: fixed}\nspec:\n  vaultUrl: https://v.vault.azure.net\n  keyName: fixed-name\n  keyType: RSA\n")
         .await
         .unwrap();
     let updates = [
@@ -2103,12 +1897,7 @@ async fn invalid_manifest_corpus_is_rejected_naming_the_field() {
             Err(e) => failures.push(format!("update {patch} refused without {expected:?}: {e}")),
         }
     }
-    let stored = Api::<VaultKey>::namespaced(client.clone(), &ns)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .len();
+    let stored = api.list(&Default::default()).await.unwrap().items.len();
     figure(
         "invalid_manifests",
         json!({"manifests": cases.len(), "updates": updates.len(), "rejected_naming_the_field": rejected}),
@@ -2126,35 +1915,46 @@ async fn invalid_manifest_corpus_is_rejected_naming_the_field() {
 /// (none of release, backup, export), at the emulator and in its own metrics.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_never_asks_the_vault_for_private_material() {
-    let _environment = shared_environment().await;
-    let env = Env::get();
-    let client = env.kube().await;
-    let ns = fresh_namespace(&client, "noexport").await;
-    let before = Stats::read(&env).await;
-    let mut logs = OperatorLogs::new();
-    let operator = OperatorProcess::start(&env, &ns, &mut logs, &["--resync-seconds", "2"]);
-    put_secret(&client, &ns, "rsa", &fixture("azure_doc_rsa.jwk.json")).await;
-    put_secret(&client, &ns, "ec", &fixture("ec_p384_pkcs8.pem")).await;
-    create(&client, &ns, &manifest("rsa", &env.vault_url, &format!("rsa-{ns}"), "  keyType: RSA\n  import: {secretRef: {name: rsa, key: key}}\n  deletionPolicy: Delete\n")).await.unwrap();
-    create(&client, &ns, &manifest("ec", &env.purgeable_vault_url, &format!("ec-{ns}"), "  keyType: EC-HSM\n  import: {secretRef: {name: ec, key: key}}\n  attributes: {exportable: false}\n  deletionPolicy: Purge\n")).await.unwrap();
-    create(&client, &ns, &manifest("gen", &env.vault_url, &format!("gen-{ns}"), "  keyType: RSA\n  keyOps: [wrapKey, unwrapKey]\n  rotateToken: a\n  deletionPolicy: Delete\n")).await.unwrap();
+    let scenario = Scenario::shared("noexport").await;
+    let env = &scenario.env;
+    let before = Stats::read(env).await;
+    let operator = scenario.start_operator(&["--resync-seconds", "2"]);
+    scenario
+        .put_secret("rsa", &fixture("azure_doc_rsa.jwk.json"))
+        .await;
+    scenario
+        .put_secret("ec", &fixture("ec_p384_pkcs8.pem"))
+        .await;
+    scenario.create_vaultkey("rsa", &env.vault_url, "  keyType: RSA\n  import: {secretRef: {name: rsa, key: key}}\n  deletionPolicy: Delete\n").await;
+    scenario.create_vaultkey("ec", &env.purgeable_vault_url, "  keyType: EC-HSM\n  import: {secretRef: {name: ec, key: key}}\n  attributes: {exportable: false}\n  deletionPolicy: Purge\n").await;
+    scenario.create_vaultkey("gen", &env.vault_url, "  keyType: RSA\n  keyOps: [wrapKey, unwrapKey]\n  rotateToken: a\n  deletionPolicy: Delete\n").await;
     let names = vec!["rsa".to_string(), "ec".to_string(), "gen".to_string()];
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(60)).await;
-    put_secret(&client, &ns, "rsa", &fixture("rsa2048_pkcs8.pem")).await;
-    patch_spec(&client, &ns, "gen", json!({"rotateToken": "b"})).await;
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(60))
+        .await;
+    scenario
+        .put_secret("rsa", &fixture("rsa2048_pkcs8.pem"))
+        .await;
+    scenario
+        .patch_spec("gen", json!({"rotateToken": "b"}))
+        .await;
     eventually("re-import", Duration::from_secs(60), || async {
-        let f = key_facts(&env, "default", &format!("rsa-{ns}")).await?;
+        let f = key_facts(env, "default", &scenario.key_name("rsa")).await?;
         (f.versions == 2).then_some(())
     })
     .await;
-    wait_converged(&client, &ns, &names, &[], Duration::from_secs(60)).await;
-    let api: Api<VaultKey> = Api::namespaced(client.clone(), &ns);
+    scenario
+        .wait_converged(&names, &[], Duration::from_secs(60))
+        .await;
+    let api = &scenario.api;
     for name in &names {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
-    wait_converged(&client, &ns, &[], &names, Duration::from_secs(60)).await;
+    scenario
+        .wait_converged(&[], &names, Duration::from_secs(60))
+        .await;
 
-    let seen = Stats::read(&env).await.since(&before);
+    let seen = Stats::read(env).await.since(&before);
     let operations = seen.operations();
     let unexpected: Vec<_> = operations
         .keys()

@@ -1,7 +1,8 @@
 //! Support for `tests/reliability.rs`: a process-wide lock that keeps environment-wide
 //! disturbances (emulator faults, a kube-apiserver restart) away from the other reliability
-//! tests, a fault-injection guard that always switches faults off, an operator process that
-//! can be SIGKILLed and restarted with its logs kept, a TCP forwarder that can make a vault
+//! tests, each test's scenario (its hold on that lock, a fresh namespace, its operators), a
+//! fault-injection guard that always switches faults off, an operator process that can be
+//! SIGKILLed and restarted with its logs kept, a TCP forwarder that can make a vault
 //! unreachable, emulator statistics, and the figures written for RELIABILITY.md.
 
 #![allow(dead_code)]
@@ -10,17 +11,21 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vaultkey_operator::api::VaultKey;
 
-use crate::support::{Env, free_port, scrape_metrics, sum_series};
+use crate::support::{
+    Env, create, events, free_port, fresh_namespace, get_vk, scrape_metrics, sum_series, wait_ready,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and figures
@@ -65,12 +70,155 @@ pub fn figure(test: &str, values: Value) {
 /// test binaries run before or after this one, never alongside: cargo runs them in sequence.)
 static ENVIRONMENT: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
 
-pub async fn shared_environment() -> RwLockReadGuard<'static, ()> {
-    ENVIRONMENT.read().await
+/// A test's hold on `ENVIRONMENT`, released when dropped.
+enum EnvironmentLock {
+    Shared(RwLockReadGuard<'static, ()>),
+    Exclusive(RwLockWriteGuard<'static, ()>),
 }
 
-pub async fn exclusive_environment() -> RwLockWriteGuard<'static, ()> {
-    ENVIRONMENT.write().await
+// ---------------------------------------------------------------------------------------------
+// A test's scenario
+// ---------------------------------------------------------------------------------------------
+
+/// What every reliability test starts from: its hold on the environment, a fresh namespace
+/// and the logs of the operators it starts there. Bind it first in the test: dropped last, it
+/// holds the environment until the test's operators and fault guards are gone.
+pub struct Scenario {
+    pub env: Env,
+    pub client: Client,
+    pub ns: String,
+    /// The namespace's VaultKeys.
+    pub api: Api<VaultKey>,
+    logs: OperatorLogs,
+    _environment: EnvironmentLock,
+}
+
+impl Scenario {
+    /// For a test that leaves the environment as it is: such tests run alongside each other.
+    pub async fn shared(prefix: &str) -> Scenario {
+        Scenario::new(prefix, EnvironmentLock::Shared(ENVIRONMENT.read().await)).await
+    }
+
+    /// For a test that disturbs the whole environment (emulator faults, an API server restart).
+    pub async fn exclusive(prefix: &str) -> Scenario {
+        Scenario::new(
+            prefix,
+            EnvironmentLock::Exclusive(ENVIRONMENT.write().await),
+        )
+        .await
+    }
+
+    async fn new(prefix: &str, environment: EnvironmentLock) -> Scenario {
+        let env = Env::get();
+        let client = env.kube().await;
+        let ns = fresh_namespace(&client, prefix).await;
+        Scenario {
+            api: Api::namespaced(client.clone(), &ns),
+            env,
+            client,
+            ns,
+            logs: OperatorLogs::new(),
+            _environment: environment,
+        }
+    }
+
+    /// Starts an operator for the namespace with `flags`; its log is kept with the others.
+    pub fn start_operator(&self, flags: &[&str]) -> OperatorProcess {
+        OperatorProcess::start(&self.env, &self.ns, &self.logs, flags)
+    }
+
+    /// The name of the key VaultKey `name` manages: the namespace in it keeps it apart from
+    /// every other test's keys.
+    pub fn key_name(&self, name: &str) -> String {
+        format!("{name}-{}", self.ns)
+    }
+
+    /// Creates VaultKey `name` for the key `key_name(name)` in `vault_url`, with `body` for the
+    /// rest of its spec.
+    pub async fn create_vaultkey(&self, name: &str, vault_url: &str, body: &str) {
+        let manifest = manifest(name, vault_url, &self.key_name(name), body);
+        create(&self.client, &self.ns, &manifest)
+            .await
+            .expect("VaultKey created");
+    }
+
+    pub async fn vaultkey(&self, name: &str) -> VaultKey {
+        get_vk(&self.client, &self.ns, name).await
+    }
+
+    pub async fn vaultkeys(&self) -> Vec<VaultKey> {
+        list_vaultkeys(&self.client, &self.ns).await
+    }
+
+    /// How many of the namespace's VaultKeys have not converged.
+    pub async fn count_unconverged(&self) -> usize {
+        self.vaultkeys()
+            .await
+            .iter()
+            .filter(|vk| !converged(vk))
+            .count()
+    }
+
+    /// `wait_converged` in this namespace.
+    pub async fn wait_converged(
+        &self,
+        names: &[String],
+        gone: &[String],
+        timeout: Duration,
+    ) -> Duration {
+        wait_converged(&self.client, &self.ns, names, gone, timeout).await
+    }
+
+    /// `wait_ready` in this namespace.
+    pub async fn wait_ready(&self, name: &str, status: &str) -> VaultKey {
+        wait_ready(&self.client, &self.ns, name, status).await
+    }
+
+    /// Events recorded for VaultKey `name`, as (reason, note).
+    pub async fn events(&self, name: &str) -> Vec<(String, String)> {
+        events(&self.client, &self.ns, name).await
+    }
+
+    /// Merge-patches the spec of VaultKey `name`, retrying while the API server is away.
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
+        let ns = &self.ns;
+        for attempt in 0.. {
+            match self
+                .api
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": spec })),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if attempt < 20 => {
+                    eprintln!("patching {ns}/{name}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("patching {ns}/{name}: {e}"),
+            }
+        }
+    }
+
+    /// Writes `data` as the entry `key` of Secret `name`.
+    pub async fn put_secret(&self, name: &str, data: &[u8]) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        secrets
+            .patch(
+                name,
+                &PatchParams::apply("reliability-test").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": name},
+                    "data": {"key": base64::engine::general_purpose::STANDARD.encode(data)},
+                })),
+            )
+            .await
+            .expect("Secret written");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,7 +412,8 @@ pub async fn key_facts(env: &Env, vault: &str, key: &str) -> Option<KeyFacts> {
 /// when the test fails or `VAULTKEY_RELIABILITY_KEEP_LOGS` is set (the path is printed).
 pub struct OperatorLogs {
     dir: Option<tempfile::TempDir>,
-    started: u32,
+    // Atomic so that a shared `Scenario` can start operators.
+    started: AtomicU32,
 }
 
 impl Drop for OperatorLogs {
@@ -281,7 +430,7 @@ impl OperatorLogs {
     pub fn new() -> OperatorLogs {
         OperatorLogs {
             dir: Some(tempfile::tempdir().expect("temp dir")),
-            started: 0,
+            started: AtomicU32::new(0),
         }
     }
 
@@ -292,7 +441,7 @@ impl OperatorLogs {
     /// Everything every incarnation logged.
     pub fn all(&self) -> String {
         let mut out = String::new();
-        for n in 1..=self.started {
+        for n in 1..=self.started.load(Ordering::SeqCst) {
             if let Ok(text) = std::fs::read_to_string(self.dir().join(format!("operator-{n}.log")))
             {
                 out.push_str(&text);
@@ -316,11 +465,10 @@ impl OperatorProcess {
     pub fn start(
         env: &Env,
         namespace: &str,
-        logs: &mut OperatorLogs,
+        logs: &OperatorLogs,
         extra: &[&str],
     ) -> OperatorProcess {
-        logs.started += 1;
-        let incarnation = logs.started;
+        let incarnation = logs.started.fetch_add(1, Ordering::SeqCst) + 1;
         let port = free_port();
         let log_path = logs.dir().join(format!("operator-{incarnation}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -530,6 +678,12 @@ impl Drop for VaultForwarder {
 // ---------------------------------------------------------------------------------------------
 // VaultKey state
 // ---------------------------------------------------------------------------------------------
+
+pub fn manifest(name: &str, vault_url: &str, key: &str, body: &str) -> String {
+    format!(
+        "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: {name}}}\nspec:\n  vaultUrl: {vault_url}\n  keyName: {key}\n{body}"
+    )
+}
 
 /// Ready=True for the current generation, every asked rotation recorded, nothing pending.
 pub fn converged(vk: &VaultKey) -> bool {
