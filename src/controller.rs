@@ -105,23 +105,36 @@ impl Context {
             .filter(|left| *left > Duration::from_secs(1))
     }
 
-    fn mark_quiet(&self, vk: &VaultKey, quiet: Option<(Duration, bool)>) {
+    /// It matches the vault: no reads until its resync is due.
+    fn mark_matched(&self, vk: &VaultKey, resync: Duration) {
+        self.mark_quiet(vk, resync, true);
+    }
+
+    /// It waits for a budget slot promised `retry_in` from now.
+    fn mark_paced(&self, vk: &VaultKey, retry_in: Duration) {
+        self.mark_quiet(vk, retry_in, false);
+    }
+
+    fn mark_quiet(&self, vk: &VaultKey, wait: Duration, matched: bool) {
         let Some(uid) = vk.uid() else { return };
-        let mut map = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
-        match quiet {
-            Some((wait, matched)) => {
-                map.insert(
-                    uid,
-                    Quiet {
-                        generation: vk.meta().generation,
-                        until: Instant::now() + wait,
-                        matched,
-                    },
-                );
-            }
-            None => {
-                map.remove(&uid);
-            }
+        let quiet = Quiet {
+            generation: vk.meta().generation,
+            until: Instant::now() + wait,
+            matched,
+        };
+        self.quiet
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid, quiet);
+    }
+
+    /// Its next reconcile reads the vault.
+    fn forget_quiet(&self, vk: &VaultKey) {
+        if let Some(uid) = vk.uid() {
+            self.quiet
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uid);
         }
     }
 
@@ -482,8 +495,11 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
         }
     }
     session.write_status(api, &readiness).await?;
-    let resync = jittered(ctx.settings.resync_interval, &key);
-    ctx.mark_quiet(vk, readiness.ready.then_some((resync, true)));
+    if readiness.ready {
+        ctx.mark_matched(vk, jittered(ctx.settings.resync_interval, &key));
+    } else {
+        ctx.forget_quiet(vk);
+    }
     Ok(action)
 }
 
@@ -506,7 +522,7 @@ async fn paced(
             .write_status(api, &Readiness::not_ready(failure.reason(), message))
             .await?;
     }
-    ctx.mark_quiet(vk, Some((retry_in, false)));
+    ctx.mark_paced(vk, retry_in);
     Ok(Action::requeue(retry_in))
 }
 
@@ -997,7 +1013,7 @@ async fn cleanup(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Ac
         // The object is about to go: forget its failure count.
         Ok(_) => {
             ctx.reset_backoff(&object_key(vk));
-            ctx.mark_quiet(vk, None);
+            ctx.forget_quiet(vk);
         }
         // Say on the object why it does not go away, and what the way out is.
         Err(e) => {
