@@ -7,8 +7,8 @@
 # shared libraries are libc, libm, libgcc_s and the loader (aws-lc, rustls' crypto, is compiled
 # in and needs nothing but libc). distroless/cc is distroless/base (glibc, CA certificates,
 # tzdata, the nonroot user 65532) plus libgcc_s, which Rust's unwinder needs and base lacks.
-# A musl build for distroless/static would need a musl C toolchain for aws-lc-sys and would put
-# tokio's worker threads on musl's slower allocator, for a saving of a few MB.
+# A musl build for distroless/static would need a musl C toolchain for aws-lc-sys and
+# jemalloc, for a saving of a few MB.
 # The build stage is bookworm (glibc 2.36) to match debian12: a binary linked against a newer
 # glibc (trixie) can need symbol versions debian12 does not have.
 # No shell in the final image: ENTRYPOINT and CMD are exec form.
@@ -18,7 +18,8 @@ WORKDIR /src
 # The whole workspace (tests/kv-emulator is a member, so its manifest must be present);
 # .dockerignore leaves out target/ and .git/.
 COPY . .
-# aws-lc-sys builds with the cc crate and the image's gcc (no cmake, no bindgen needed).
+# aws-lc-sys builds with the cc crate and the image's gcc (no cmake, no bindgen needed);
+# jemalloc (the global allocator, see src/main.rs) with its gcc and make.
 RUN cargo build --release --locked --bin vaultkey-operator \
     && cp target/release/vaultkey-operator /vaultkey-operator
 
