@@ -23,6 +23,8 @@ use azure_security_keyvault_keys::models::{
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::budget::{Budget, Limits, RequestClass};
 use super::{
@@ -204,12 +206,7 @@ impl AzureVault {
     {
         // Held until the answer is in: the slot's 10 s start then (see `budget`).
         let _permit = self.budget.acquire(class).await.map_err(|retry_in| {
-            self.metrics
-                .vault_paced
-                .get_or_create(&VaultLabels {
-                    vault: self.vault_url.clone(),
-                })
-                .inc();
+            self.count(&self.metrics.vault_paced);
             VaultError::new(
                 VaultErrorKind::Paced { retry_in },
                 operation,
@@ -248,17 +245,20 @@ impl AzureVault {
                 self.metrics
                     .vault_request(operation.as_str(), &status, elapsed);
                 if let VaultErrorKind::Throttled { retry_after } = error.kind {
-                    self.metrics
-                        .vault_throttled
-                        .get_or_create(&VaultLabels {
-                            vault: self.vault_url.clone(),
-                        })
-                        .inc();
+                    self.count(&self.metrics.vault_throttled);
                     self.budget.pause(retry_after).await;
                 }
                 Err(error)
             }
         }
+    }
+
+    fn count(&self, per_vault: &Family<VaultLabels, Counter>) {
+        per_vault
+            .get_or_create(&VaultLabels {
+                vault: self.vault_url.clone(),
+            })
+            .inc();
     }
 
     /// Reads that answer 404 become `None`.
@@ -272,13 +272,14 @@ impl AzureVault {
             Err(e) => Err(e),
         }
     }
+}
 
-    fn create_class(&self, key_type: KeyType) -> RequestClass {
-        if key_type.is_hsm() {
-            RequestClass::HsmCreate
-        } else {
-            RequestClass::SoftwareCreate
-        }
+/// Which create budget a new version counts against.
+fn create_class(hsm: bool) -> RequestClass {
+    if hsm {
+        RequestClass::HsmCreate
+    } else {
+        RequestClass::SoftwareCreate
     }
 }
 
@@ -392,7 +393,7 @@ impl KeyVault for AzureVault {
         let created = self
             .call(
                 Operation::CreateKey,
-                self.create_class(key.key_type),
+                create_class(key.key_type.is_hsm()),
                 async { model(self.client.create_key(name, body, None).await?) },
             )
             .await?;
@@ -441,13 +442,8 @@ impl KeyVault for AzureVault {
         let body: RequestContent<_> = params
             .try_into()
             .map_err(|e| encoding_error(Operation::ImportKey, e))?;
-        let class = if key.hsm {
-            RequestClass::HsmCreate
-        } else {
-            RequestClass::SoftwareCreate
-        };
         let imported = self
-            .call(Operation::ImportKey, class, async {
+            .call(Operation::ImportKey, create_class(key.hsm), async {
                 model(self.client.import_key(name, body, None).await?)
             })
             .await?;

@@ -199,6 +199,7 @@ impl Budget {
             };
             tokio::time::sleep(wait).await;
         }
+        // Built before waiting for a place in flight: a wait given up still returns the slot.
         let mut permit = Permit {
             budget: self,
             class,
