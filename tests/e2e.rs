@@ -677,12 +677,14 @@ async fn steady_state_makes_no_writes() {
         reads >= 3.0,
         "the keys were re-read during the window ({reads})"
     );
-    // Creation cost: one create per key, one policy write per key with a policy.
+    // Creation cost: one create per key, one policy write per key with a policy. Answered
+    // requests are counted: an attempt lost to a dropped connection is retried after a re-read
+    // and makes no version, which the vault's own version count confirms.
     assert_eq!(
         operator
             .sum(
                 "vaultkey_keyvault_requests_total",
-                &["operation=\"create_key\""]
+                &["operation=\"create_key\"", "status=\"200\""]
             )
             .await,
         3.0
@@ -691,11 +693,18 @@ async fn steady_state_makes_no_writes() {
         operator
             .sum(
                 "vaultkey_keyvault_requests_total",
-                &["operation=\"set_rotation_policy\""]
+                &["operation=\"set_rotation_policy\"", "status=\"200\""]
             )
             .await,
         2.0
     );
+    let vault = env.vault(&env.vault_url);
+    for i in 0..3 {
+        assert_eq!(
+            version_count(vault.as_ref(), &format!("steady{i}-{ns}")).await,
+            1
+        );
+    }
 }
 
 /// Tenancy: a namespace may use only the vaults the operator's access policy gives it; a
