@@ -1599,9 +1599,24 @@ async fn abandon_annotation_releases_without_touching_the_vault() {
         later.contains("abandoned: the vault is not touched"),
         "{later}"
     );
+    // Requests sent after the annotation, by the SDK's line at send time: the error lines of
+    // the attempt that failed just before it can reach the log after the offset was taken.
+    let sends = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|line| {
+                line.contains("sending request") && line.contains(&format!("/keys/{key}"))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
     assert!(
-        !later.contains(&format!("/keys/{key}")),
-        "no request for the key after the annotation"
+        !sends(&operator.logs()[..log_offset]).is_empty(),
+        "the attempts before the annotation are logged as sends (else the check below sees nothing)"
+    );
+    let sent_after = sends(&later);
+    assert!(
+        sent_after.is_empty(),
+        "no request for the key after the annotation: {sent_after:#?}"
     );
     let facts = key_facts(env, "default", &key)
         .await
