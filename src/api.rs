@@ -127,6 +127,19 @@ pub struct VaultKeySpec {
     /// Delete soft-deletes it, Purge soft-deletes then purges it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// When the key this VaultKey manages is found soft-deleted (deleted by hand, or a VaultKey
+    /// with deletionPolicy Delete created again), recover it: the same key material comes back
+    /// and no version is made. Only a deleted key whose owner tag names this VaultKey (or, with
+    /// `adopt`, one with no owner tag) is recovered. Default true.
+    #[serde(default = "default_true")]
+    pub recover_soft_deleted: bool,
+
+    /// When the key this VaultKey managed is gone from the vault (neither live nor soft-deleted:
+    /// purged), create a new key under the same name. Without it the VaultKey reports KeyGone
+    /// and waits, because data encrypted under the old key cannot be decrypted by a new one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recreate_if_gone: bool,
 }
 
 /// Key Vault key types.
@@ -443,6 +456,24 @@ pub struct VaultKeyStatus {
     /// Thumbprint of the public part of the imported material the vault holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_material: Option<String>,
+    /// The last property correction written to the vault, so that a correction the vault does
+    /// not keep is reported instead of written again on every pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_correction: Option<CorrectionRecord>,
+}
+
+/// A property correction and what the vault held right after it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorrectionRecord {
+    /// The version corrected.
+    pub version: String,
+    /// The spec fields corrected.
+    pub fields: Vec<String>,
+    /// Fingerprint of the properties sent.
+    pub sent: String,
+    /// Fingerprint of the version's properties as the vault answered.
+    pub answered: String,
 }
 
 /// A rotation policy as read from the vault. Unlike [`RotationPolicy`] it carries no

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +15,7 @@ use tracing::{error, info};
 
 use vaultkey_operator::access::AccessPolicy;
 use vaultkey_operator::controller::{self, Context, Settings};
+use vaultkey_operator::health::Health;
 use vaultkey_operator::keyvault::azure::{
     AzureVaultProvider, ClientSettings, CredentialSource, credential,
 };
@@ -119,6 +119,10 @@ struct RunArgs {
     /// Seconds a Lease stays valid without renewal; a new leader takes over after this.
     #[arg(long, env = "VAULTKEY_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// After SIGTERM, how long in-flight reconciles may finish before the process exits
+    /// (keep it under the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "VAULTKEY_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    shutdown_grace_seconds: u64,
     /// EMULATOR ONLY: trust this extra CA (PEM) for vault connections.
     #[arg(long, env = "VAULTKEY_EMULATOR_CA_FILE")]
     emulator_ca_file: Option<PathBuf>,
@@ -153,7 +157,10 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(*args)) {
+            let result = runtime.block_on(run(*args));
+            // A blocking task (a DNS lookup, say) must not hold the exit past the grace period.
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            match result {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(message) => {
                     error!("{message}");
@@ -229,7 +236,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
 
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::new(&args.namespaces));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_addr))?;
@@ -238,7 +245,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state((metrics.clone(), ready.clone()));
+        .with_state((metrics.clone(), health.clone(), client.clone()));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let ctx = Arc::new(Context::new(
@@ -252,10 +259,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
             concurrency: args.concurrency.max(1),
             reporter: args.instance.clone(),
             access,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
         },
+        health,
     ));
-    // Standby replicas are ready too: readiness says the process works, not that it leads.
-    ready.store(true, Ordering::SeqCst);
     let shutdown = shutdown_signal().shared();
     let result = if args.leader_election {
         let lease_duration = Duration::from_secs(args.lease_duration_seconds.max(3));
@@ -293,17 +300,18 @@ async fn run(args: RunArgs) -> Result<(), String> {
     result
 }
 
-type AppState = (Arc<Metrics>, Arc<AtomicBool>);
+type AppState = (Arc<Metrics>, Arc<Health>, kube::Client);
 
-async fn render_metrics(State((metrics, _)): State<AppState>) -> String {
+async fn render_metrics(State((metrics, _, _)): State<AppState>) -> String {
     metrics.render()
 }
 
-async fn readyz(State((_, ready)): State<AppState>) -> (StatusCode, &'static str) {
-    if ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+/// Ready when this instance can do its work: a leader whose watches have listed and are not
+/// failing, or a standby that can reach the API server (so a rollout never waits on a standby).
+async fn readyz(State((_, health, client)): State<AppState>) -> (StatusCode, String) {
+    match health.check(&client).await {
+        Ok(()) => (StatusCode::OK, "ok".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

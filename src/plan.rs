@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use sha2::{Digest, Sha256};
+
 use crate::api::{
-    Curve, IMPORTED_MATERIAL_TAG, KeyType, LifetimeActionType, OWNER_TAG, OWNER_UID_TAG,
-    PendingRotation, RESERVED_TAG_PREFIX,
+    CorrectionRecord, Curve, IMPORTED_MATERIAL_TAG, KeyType, LifetimeActionType, OWNER_TAG,
+    OWNER_UID_TAG, PendingRotation, RESERVED_TAG_PREFIX,
 };
-use crate::keyvault::{CreateKey, KeyProperties, ObservedKey, ObservedPolicy};
+use crate::keyvault::{CreateKey, DeletedKey, KeyProperties, ObservedKey, ObservedPolicy};
 use crate::period::Period;
 use crate::validate::{
     DesiredKey, DesiredLifetimeAction, DesiredRotationPolicy, Expiry, Material, Trigger,
@@ -35,15 +37,25 @@ pub struct Observed {
     pub latest: Option<ObservedKey>,
     /// `None` when not read (the spec does not manage the policy).
     pub policy: Option<ObservedPolicy>,
+    /// The soft-deleted key holding the name. Read only when there is no live key and the
+    /// answer matters: status remembers a version, or the last create met a conflict.
+    pub deleted: Option<DeletedKey>,
 }
 
 /// What status remembers between reconciles.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Remembered {
-    /// Status already showed a version of this key: the VaultKey has managed it before.
-    pub managed_before: bool,
+    /// The version status showed: the VaultKey has managed the key before.
+    pub current_version: Option<String>,
     pub observed_rotate_token: Option<String>,
     pub pending_rotation: Option<PendingRotation>,
+    pub last_correction: Option<CorrectionRecord>,
+}
+
+impl Remembered {
+    fn managed_before(&self) -> bool {
+        self.current_version.is_some()
+    }
 }
 
 /// Import material, summarised: the plan needs only its identity.
@@ -66,6 +78,17 @@ pub enum Blocker {
     KeyExistsNotAdopted,
     /// The key is tagged for another VaultKey.
     OwnedByAnotherVaultKey { owner: String },
+    /// A soft-deleted key holds the name and the spec does not let the operator recover it.
+    SoftDeleted {
+        /// Whose it was, from its owner tag.
+        owner: Option<String>,
+    },
+    /// The key status recorded is neither live nor soft-deleted, and the spec does not ask
+    /// for a new one.
+    KeyGone { version: String },
+    /// The vault answered the last correction of these fields without keeping it, and nothing
+    /// changed since: writing it again would only repeat that.
+    CorrectionNotKept { fields: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +107,8 @@ pub enum Step {
         drift: Vec<&'static str>,
     },
     SetRotationPolicy(DesiredRotationPolicy),
+    /// Recover the soft-deleted key this VaultKey owns.
+    Recover,
     /// One manual rotation for a new rotateToken value.
     Rotate {
         token: String,
@@ -113,9 +138,7 @@ pub struct PlanInput<'a> {
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let desired = input.desired;
     let Some(latest) = &input.observed.latest else {
-        // A soft-deleted key holding the name makes Key Vault answer the create with 409
-        // ObjectIsDeletedButRecoverable, reported as SoftDeletedConflict.
-        return Plan::Steps(new_key(input));
+        return no_live_key(input);
     };
 
     match latest.tags.get(OWNER_TAG) {
@@ -124,7 +147,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 owner: owner.clone(),
             });
         }
-        None if !desired.adopt => return Plan::Blocked(Blocker::KeyExistsNotAdopted),
+        // Someone replaced the key's tags: a key at the version status recorded, or tagged
+        // with this VaultKey's uid, is still this VaultKey's own, and its tags are put back.
+        None if !desired.adopt
+            && input.remembered.current_version.as_deref() != Some(latest.version.as_str())
+            && latest.tags.get(OWNER_UID_TAG) != Some(&input.owner.uid) =>
+        {
+            return Plan::Blocked(Blocker::KeyExistsNotAdopted);
+        }
         _ => {}
     }
 
@@ -146,6 +176,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     } else {
         let (properties, drift) = property_drift(input, latest);
         if !drift.is_empty() {
+            if correction_not_kept(input.remembered, latest, &properties) {
+                return Plan::Blocked(Blocker::CorrectionNotKept {
+                    fields: drift.iter().map(|f| (*f).to_owned()).collect(),
+                });
+            }
             steps.push(Step::UpdateProperties {
                 version: latest.version.clone(),
                 properties,
@@ -169,6 +204,32 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         None => {}
     }
     Plan::Steps(steps)
+}
+
+/// No live key holds the name. A key status remembers, or one soft-deleted under this
+/// VaultKey's name, is recovered or reported rather than replaced by a new key.
+fn no_live_key(input: &PlanInput<'_>) -> Plan {
+    let desired = input.desired;
+    if let Some(deleted) = &input.observed.deleted {
+        let owner = deleted.tags.get(OWNER_TAG);
+        let ours = match owner {
+            Some(owner) => *owner == input.owner.tag_value(),
+            None => desired.adopt,
+        };
+        return if ours && desired.recover_soft_deleted {
+            Plan::Steps(vec![Step::Recover])
+        } else {
+            Plan::Blocked(Blocker::SoftDeleted {
+                owner: owner.cloned(),
+            })
+        };
+    }
+    match &input.remembered.current_version {
+        Some(version) if !desired.recreate_if_gone => Plan::Blocked(Blocker::KeyGone {
+            version: version.clone(),
+        }),
+        _ => Plan::Steps(new_key(input)),
+    }
 }
 
 fn new_key(input: &PlanInput<'_>) -> Vec<Step> {
@@ -373,6 +434,39 @@ fn same_expiry(expiry: Expiry, observed: Option<DateTime<Utc>>, wanted: DateTime
     }
 }
 
+/// A stable fingerprint of settable properties, to recognise the same correction and the
+/// same answer on a later pass.
+pub fn fingerprint_properties(properties: &KeyProperties) -> String {
+    fingerprint(&format!("{properties:?}"))
+}
+
+/// A stable fingerprint of what a version holds of the settable properties.
+pub fn fingerprint_key(key: &ObservedKey) -> String {
+    fingerprint(&format!(
+        "{}|{}|{:?}|{:?}|{:?}|{:?}",
+        key.version, key.enabled, key.not_before, key.expires_on, key.key_ops, key.tags
+    ))
+}
+
+fn fingerprint(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The same correction was sent for this version, and the vault still holds exactly what it
+/// answered then: it did not keep the correction, and sending it again changes nothing.
+fn correction_not_kept(
+    remembered: &Remembered,
+    latest: &ObservedKey,
+    properties: &KeyProperties,
+) -> bool {
+    remembered.last_correction.as_ref().is_some_and(|last| {
+        last.version == latest.version
+            && last.sent == fingerprint_properties(properties)
+            && last.answered == fingerprint_key(latest)
+    })
+}
+
 /// Whether the vault's policy is the desired one. Periods compare by value (`P2W` = `P14D`),
 /// action names case-insensitively; a Notify the spec does not ask for is Key Vault's own.
 pub fn policy_matches(desired: &DesiredRotationPolicy, observed: Option<&ObservedPolicy>) -> bool {
@@ -432,7 +526,7 @@ fn rotation_step(
     if remembered.observed_rotate_token.as_ref() == Some(token) {
         return None;
     }
-    if !remembered.managed_before {
+    if !remembered.managed_before() {
         // First sight of the key with a token (a new or re-created VaultKey, an adopted key):
         // the token describes the key as it is, not a request to rotate it.
         return Some(Step::AdoptRotateToken {

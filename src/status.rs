@@ -57,6 +57,7 @@ pub struct Memory {
     pub observed_rotate_token: Option<String>,
     pub pending_rotation: Option<PendingRotation>,
     pub imported_material: Option<String>,
+    pub last_correction: Option<crate::api::CorrectionRecord>,
 }
 
 pub fn build(
@@ -89,6 +90,7 @@ pub fn build(
         observed_rotate_token: memory.observed_rotate_token,
         pending_rotation: memory.pending_rotation,
         imported_material: memory.imported_material,
+        last_correction: memory.last_correction,
         ..Default::default()
     };
 

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub vault_paced: Family<VaultLabels, Counter>,
     pub kube_writes: Family<KindLabels, Counter>,
     pub managed_keys: Gauge,
+    pub undecodable_objects: Gauge,
     pub rotations_observed: Family<KindLabels, Counter>,
 }
 
@@ -148,6 +149,12 @@ impl Metrics {
             "VaultKeys currently known to this operator",
             managed_keys.clone(),
         );
+        let undecodable_objects = Gauge::default();
+        registry.register(
+            "undecodable_objects",
+            "VaultKeys the API server holds that this operator cannot decode (isolated, reported on the object)",
+            undecodable_objects.clone(),
+        );
         let rotations_observed = Family::<KindLabels, Counter>::default();
         registry.register(
             "rotations_observed",
@@ -165,6 +172,7 @@ impl Metrics {
             vault_paced,
             kube_writes,
             managed_keys,
+            undecodable_objects,
             rotations_observed,
         }
     }

@@ -53,6 +53,8 @@ pub struct DesiredKey {
     pub rotate_token: Option<String>,
     pub adopt: bool,
     pub deletion_policy: DeletionPolicy,
+    pub recover_soft_deleted: bool,
+    pub recreate_if_gone: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +254,8 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
         rotate_token: spec.rotate_token.clone(),
         adopt: spec.adopt,
         deletion_policy: spec.deletion_policy,
+        recover_soft_deleted: spec.recover_soft_deleted,
+        recreate_if_gone: spec.recreate_if_gone,
     })
 }
 

@@ -272,6 +272,24 @@ impl AzureVault {
             Err(e) => Err(e),
         }
     }
+
+    /// The latest version, or the given one.
+    async fn get_key_at(
+        &self,
+        name: &str,
+        version: Option<String>,
+    ) -> VaultResult<Option<ObservedKey>> {
+        let options = KeyClientGetKeyOptions {
+            key_version: version,
+            ..Default::default()
+        };
+        let key = self
+            .read(Operation::GetKey, async {
+                model(self.client.get_key(name, Some(options)).await?)
+            })
+            .await?;
+        key.map(|k| observed_key(Operation::GetKey, &k)).transpose()
+    }
 }
 
 /// Which create budget a new version counts against.
@@ -292,16 +310,11 @@ fn model<T: serde::de::DeserializeOwned>(
 #[async_trait]
 impl KeyVault for AzureVault {
     async fn get_key(&self, name: &str) -> VaultResult<Option<ObservedKey>> {
-        let key = self
-            .read(Operation::GetKey, async {
-                model(
-                    self.client
-                        .get_key(name, Some(KeyClientGetKeyOptions::default()))
-                        .await?,
-                )
-            })
-            .await?;
-        key.map(|k| observed_key(Operation::GetKey, &k)).transpose()
+        self.get_key_at(name, None).await
+    }
+
+    async fn get_key_version(&self, name: &str, version: &str) -> VaultResult<Option<ObservedKey>> {
+        self.get_key_at(name, Some(version.to_owned())).await
     }
 
     async fn list_versions(&self, name: &str) -> VaultResult<Vec<KeyVersion>> {
@@ -523,6 +536,14 @@ impl KeyVault for AzureVault {
     async fn delete_key(&self, name: &str) -> VaultResult<()> {
         self.read(Operation::DeleteKey, async {
             model(self.client.delete_key(name, None).await?)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn recover_deleted_key(&self, name: &str) -> VaultResult<()> {
+        self.read(Operation::RecoverDeletedKey, async {
+            model(self.client.recover_deleted_key(name, None).await?)
         })
         .await
         .map(|_| ())

@@ -183,6 +183,7 @@ pub enum Operation {
     RotateKey,
     DeleteKey,
     GetDeletedKey,
+    RecoverDeletedKey,
     PurgeDeletedKey,
 }
 
@@ -199,6 +200,7 @@ impl Operation {
             Operation::RotateKey => "rotate_key",
             Operation::DeleteKey => "delete_key",
             Operation::GetDeletedKey => "get_deleted_key",
+            Operation::RecoverDeletedKey => "recover_deleted_key",
             Operation::PurgeDeletedKey => "purge_deleted_key",
         }
     }
@@ -221,6 +223,9 @@ pub type VaultResult<T> = Result<T, VaultError>;
 #[async_trait]
 pub trait KeyVault: Send + Sync {
     async fn get_key(&self, name: &str) -> VaultResult<Option<ObservedKey>>;
+    /// One version, by id (a versioned GET: a second read that does not go through the
+    /// versionless lookup).
+    async fn get_key_version(&self, name: &str, version: &str) -> VaultResult<Option<ObservedKey>>;
     /// Versions, newest first.
     async fn list_versions(&self, name: &str) -> VaultResult<Vec<KeyVersion>>;
     async fn get_rotation_policy(&self, name: &str) -> VaultResult<Option<ObservedPolicy>>;
@@ -241,6 +246,7 @@ pub trait KeyVault: Send + Sync {
     ) -> VaultResult<ObservedPolicy>;
     async fn rotate_key(&self, name: &str) -> VaultResult<ObservedKey>;
     async fn delete_key(&self, name: &str) -> VaultResult<()>;
+    async fn recover_deleted_key(&self, name: &str) -> VaultResult<()>;
     async fn purge_deleted_key(&self, name: &str) -> VaultResult<()>;
 }
 

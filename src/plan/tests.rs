@@ -4,6 +4,7 @@
 use super::*;
 
 use crate::api::{KeyOperation, ReleasePolicy};
+use crate::keyvault::DeletedKey;
 use crate::keyvault::ObservedAction;
 use crate::validate::validate_spec;
 
@@ -209,7 +210,24 @@ impl Scenario {
         self
     }
     fn managed_before(mut self) -> Self {
-        self.remembered.managed_before = true;
+        self.remembered.current_version = Some("v0".into());
+        self
+    }
+    fn remembering_version(mut self, version: &str) -> Self {
+        self.remembered.current_version = Some(version.into());
+        self
+    }
+    fn with_deleted(mut self, tags: &[(&str, &str)]) -> Self {
+        self.observed.deleted = Some(DeletedKey {
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        });
+        self
+    }
+    fn remembering_correction(mut self, record: CorrectionRecord) -> Self {
+        self.remembered.last_correction = Some(record);
         self
     }
     fn remembering_token(mut self, token: &str) -> Self {
@@ -595,6 +613,163 @@ fn recreated_vaultkey_with_a_new_uid_corrects_the_uid_tag_without_blocking() {
         },
     );
     assert_eq!(scenario.plan(), steps(vec![expected]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The vault contradicts status: recover, report, never replace silently
+// ---------------------------------------------------------------------------------------------
+
+const EC_SPEC: &str = "{vaultUrl: https://v.vault.azure.net, keyType: EC}";
+
+#[test]
+fn managed_key_gone_without_a_trace_is_reported_not_recreated() {
+    let scenario = given(EC_SPEC).remembering_version("v7");
+    assert_eq!(
+        scenario.plan(),
+        Plan::Blocked(Blocker::KeyGone {
+            version: "v7".into()
+        })
+    );
+}
+
+#[test]
+fn managed_key_found_soft_deleted_with_our_owner_tag_is_recovered() {
+    let scenario = given(EC_SPEC)
+        .remembering_version("v7")
+        .with_deleted(&[(OWNER_TAG, OWNER_VALUE)]);
+    assert_eq!(scenario.steps(), vec![Step::Recover]);
+}
+
+#[test]
+fn our_soft_deleted_key_is_recovered_for_a_new_vaultkey_too() {
+    // A VaultKey with deletionPolicy Delete, created again under the same name.
+    let scenario =
+        given(EC_SPEC).with_deleted(&[(OWNER_TAG, OWNER_VALUE), (OWNER_UID_TAG, "old-uid")]);
+    assert_eq!(scenario.steps(), vec![Step::Recover]);
+}
+
+#[test]
+fn soft_deleted_key_is_not_recovered_when_the_spec_says_no() {
+    let scenario =
+        given("{vaultUrl: https://v.vault.azure.net, keyType: EC, recoverSoftDeleted: false}")
+            .remembering_version("v7")
+            .with_deleted(&[(OWNER_TAG, OWNER_VALUE)]);
+    assert_eq!(
+        scenario.plan(),
+        Plan::Blocked(Blocker::SoftDeleted {
+            owner: Some(OWNER_VALUE.into())
+        })
+    );
+}
+
+#[test]
+fn another_vaultkeys_soft_deleted_key_is_never_recovered() {
+    let scenario = given(EC_SPEC).with_deleted(&[(OWNER_TAG, "team-b/other")]);
+    assert_eq!(
+        scenario.plan(),
+        Plan::Blocked(Blocker::SoftDeleted {
+            owner: Some("team-b/other".into())
+        })
+    );
+}
+
+#[test]
+fn untagged_soft_deleted_key_is_recovered_only_with_adopt() {
+    assert_eq!(
+        given(EC_SPEC).with_deleted(&[]).plan(),
+        Plan::Blocked(Blocker::SoftDeleted { owner: None })
+    );
+    let adopting =
+        given("{vaultUrl: https://v.vault.azure.net, keyType: EC, adopt: true}").with_deleted(&[]);
+    assert_eq!(adopting.steps(), vec![Step::Recover]);
+}
+
+#[test]
+fn owner_tags_replaced_on_the_version_status_recorded_are_put_back() {
+    let scenario = given(EC_SPEC)
+        .with_key(ec_key("P-256").unowned().tag("team", "x"))
+        .remembering_version("v1");
+    match scenario.steps().as_slice() {
+        [
+            Step::UpdateProperties {
+                drift, properties, ..
+            },
+        ] => {
+            assert_eq!(drift, &vec!["tags"]);
+            assert_eq!(properties.tags, Some(owned_tags(&[])));
+        }
+        steps => panic!("expected the tags put back, got {steps:?}"),
+    }
+}
+
+#[test]
+fn owner_tags_replaced_but_our_uid_tag_left_are_put_back() {
+    let scenario = given(EC_SPEC).with_key(ec_key("P-256").untag(OWNER_TAG));
+    assert!(
+        matches!(scenario.steps().as_slice(), [Step::UpdateProperties { drift, .. }] if drift == &vec!["tags"])
+    );
+}
+
+#[test]
+fn untagged_key_at_another_version_than_status_recorded_is_a_strangers() {
+    let scenario = given(EC_SPEC)
+        .with_key(ec_key("P-256").unowned().version("v2"))
+        .remembering_version("v1");
+    assert_eq!(scenario.plan(), Plan::Blocked(Blocker::KeyExistsNotAdopted));
+}
+
+fn correction_after(scenario: &Scenario) -> CorrectionRecord {
+    let latest = scenario.observed.latest.clone().expect("a key");
+    match scenario.steps().as_slice() {
+        [
+            Step::UpdateProperties {
+                version,
+                properties,
+                drift,
+            },
+        ] => CorrectionRecord {
+            version: version.clone(),
+            fields: drift.iter().map(|f| (*f).to_owned()).collect(),
+            sent: fingerprint_properties(properties),
+            // The vault answered without keeping the correction: as it was.
+            answered: fingerprint_key(&latest),
+        },
+        steps => panic!("expected one correction, got {steps:?}"),
+    }
+}
+
+#[test]
+fn a_correction_the_vault_did_not_keep_is_not_sent_again() {
+    let spec = "{vaultUrl: https://v.vault.azure.net, keyType: EC, attributes: {expiresOn: '2027-01-01T00:00:00Z'}}";
+    let first = given(spec).with_key(ec_key("P-256"));
+    let record = correction_after(&first);
+    let second = given(spec)
+        .with_key(ec_key("P-256"))
+        .remembering_correction(record);
+    assert_eq!(
+        second.plan(),
+        Plan::Blocked(Blocker::CorrectionNotKept {
+            fields: vec!["expiresOn".into()]
+        })
+    );
+}
+
+#[test]
+fn a_correction_is_sent_again_when_the_vault_or_the_spec_changed() {
+    let spec = "{vaultUrl: https://v.vault.azure.net, keyType: EC, attributes: {expiresOn: '2027-01-01T00:00:00Z'}}";
+    let record = correction_after(&given(spec).with_key(ec_key("P-256")));
+    // Someone changed the key since: the vault no longer holds what it answered.
+    let vault_changed = given(spec)
+        .with_key(ec_key("P-256").ops(&["sign"]))
+        .remembering_correction(record.clone());
+    assert!(matches!(vault_changed.plan(), Plan::Steps(steps) if !steps.is_empty()));
+    // The spec asks for another value: another correction.
+    let spec_changed = given(
+        "{vaultUrl: https://v.vault.azure.net, keyType: EC, attributes: {expiresOn: '2028-01-01T00:00:00Z'}}",
+    )
+    .with_key(ec_key("P-256"))
+    .remembering_correction(record);
+    assert!(matches!(spec_changed.plan(), Plan::Steps(steps) if steps.len() == 1));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1504,9 +1679,11 @@ fn new_version_from_a_type_change_serves_the_rotation_request() {
 }
 
 #[test]
-fn key_gone_from_the_vault_is_recreated_and_the_new_token_adopted() {
+fn key_gone_from_the_vault_is_recreated_when_the_spec_asks_and_the_new_token_adopted() {
     // Creation serves the token: no rotation of the brand-new key.
-    let scenario = given("{vaultUrl: https://v.vault.azure.net, keyType: EC, rotateToken: '2'}")
+    let scenario = given(
+        "{vaultUrl: https://v.vault.azure.net, keyType: EC, rotateToken: '2', recreateIfGone: true}",
+    )
         .managed_before()
         .remembering_token("1");
     let steps = scenario.steps();

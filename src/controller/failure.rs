@@ -1,0 +1,188 @@
+//! Why a reconcile could not finish: each failure maps to a condition reason, a message that
+//! says what to do, and a wait before the next attempt.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+
+use crate::keyvault::{VaultError, VaultErrorKind};
+use crate::plan::Blocker;
+use crate::validate::InvalidSpec;
+
+pub enum Failure {
+    InvalidSpec(InvalidSpec),
+    /// The operator's access policy does not let this namespace use the vault.
+    VaultNotAllowed,
+    ImportSecret {
+        reason: &'static str,
+        message: String,
+    },
+    Blocked(Blocker),
+    Vault(VaultError),
+}
+
+pub fn reason_for(kind: &VaultErrorKind) -> &'static str {
+    match kind {
+        VaultErrorKind::NotFound => "KeyNotFound",
+        VaultErrorKind::Throttled { .. } => "Throttled",
+        VaultErrorKind::Paced { .. } => "Paced",
+        VaultErrorKind::Forbidden => "Forbidden",
+        VaultErrorKind::DeletedButRecoverable => "SoftDeletedConflict",
+        VaultErrorKind::Conflict => "VaultConflict",
+        VaultErrorKind::Rejected => "VaultRejected",
+        VaultErrorKind::ServerError => "VaultServerError",
+        VaultErrorKind::Unreachable => "VaultUnreachable",
+        VaultErrorKind::Timeout => "VaultTimeout",
+        VaultErrorKind::Other => "VaultError",
+    }
+}
+
+impl Failure {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::InvalidSpec(_) => "InvalidSpec",
+            Failure::VaultNotAllowed => "VaultNotAllowed",
+            Failure::ImportSecret { reason, .. } => reason,
+            Failure::Blocked(Blocker::KeyExistsNotAdopted) => "KeyExistsNotAdopted",
+            Failure::Blocked(Blocker::OwnedByAnotherVaultKey { .. }) => "OwnedByAnotherVaultKey",
+            Failure::Blocked(Blocker::SoftDeleted { .. }) => "SoftDeletedConflict",
+            Failure::Blocked(Blocker::KeyGone { .. }) => "KeyGone",
+            Failure::Blocked(Blocker::CorrectionNotKept { .. }) => "CorrectionNotKept",
+            Failure::Vault(e) => reason_for(&e.kind),
+        }
+    }
+
+    pub fn message(&self, vault: &str, key: &str) -> String {
+        match self {
+            Failure::InvalidSpec(e) => format!("{e}; fix the spec"),
+            Failure::VaultNotAllowed => format!(
+                "this namespace may not use {vault} under the operator's vault access policy; use an allowed vault or ask the platform team to allow this one"
+            ),
+            Failure::ImportSecret { message, .. } => message.clone(),
+            Failure::Blocked(Blocker::KeyExistsNotAdopted) => format!(
+                "key {key} already exists in {vault} and was not created for this VaultKey; set spec.adopt: true to manage it, or choose another keyName"
+            ),
+            Failure::Blocked(Blocker::OwnedByAnotherVaultKey { owner }) => format!(
+                "key {key} in {vault} is managed by VaultKey {owner}; two VaultKeys must not manage one key"
+            ),
+            Failure::Blocked(Blocker::SoftDeleted { owner: Some(owner) }) => format!(
+                "key {key} in {vault} is soft-deleted and was managed by VaultKey {owner}, not this one; recover it (az keyvault key recover) or purge it (az keyvault key purge), or choose another keyName"
+            ),
+            Failure::Blocked(Blocker::SoftDeleted { owner: None }) => format!(
+                "key {key} in {vault} is soft-deleted; set spec.recoverSoftDeleted: true (with spec.adopt: true for a key not created by a VaultKey) to recover it, recover or purge it yourself, or choose another keyName"
+            ),
+            Failure::Blocked(Blocker::KeyGone { version }) => format!(
+                "key {key} (version {version} in status) is neither live nor soft-deleted in {vault}: it was purged; set spec.recreateIfGone: true to create a new key under that name (data encrypted under the old key cannot be decrypted by a new one)"
+            ),
+            Failure::Blocked(Blocker::CorrectionNotKept { fields }) => format!(
+                "{vault} accepted the correction of {} on key {key} but does not hold it (it answered with other values); the operator stops writing it: change spec fields {} to values the vault keeps",
+                fields.join(", "),
+                fields.join(", ")
+            ),
+            Failure::Vault(e) => match e.kind {
+                VaultErrorKind::DeletedButRecoverable => format!(
+                    "key {key} in {vault} is soft-deleted; recover it (az keyvault key recover) or purge it (az keyvault key purge) before it can be managed again ({e})"
+                ),
+                VaultErrorKind::Forbidden => format!(
+                    "the operator's identity may not perform {} on {vault}: grant it the Key Vault Crypto Officer role or the matching access policy ({e})",
+                    e.operation.as_str()
+                ),
+                VaultErrorKind::Unreachable => format!("{vault} cannot be reached: {e}"),
+                VaultErrorKind::Paced { .. } => {
+                    format!("{vault}: {} {}", e.operation.as_str(), e.message)
+                }
+                _ => format!("{vault}: {e}"),
+            },
+        }
+    }
+
+    /// How long until a promised budget slot, when that is all that stopped the reconcile.
+    pub fn paced(&self) -> Option<Duration> {
+        match self {
+            Failure::Vault(VaultError {
+                kind: VaultErrorKind::Paced { retry_in },
+                ..
+            }) => Some(*retry_in),
+            _ => None,
+        }
+    }
+
+    /// How long to wait before trying again. Nothing the operator writes itself wakes the
+    /// VaultKey earlier (the watch passes only changes of spec, deletion and the annotations
+    /// it honours), so this is the real schedule.
+    pub fn wait(&self, resync: Duration, backoff: &Backoff, object: &str) -> Action {
+        let long = resync.max(Duration::from_secs(300));
+        match self {
+            // Only a change of the spec (or the Secret, seen at the next resync) can help.
+            Failure::InvalidSpec(_) => Action::await_change(),
+            Failure::ImportSecret { .. } | Failure::Blocked(_) | Failure::VaultNotAllowed => {
+                Action::requeue(resync)
+            }
+            Failure::Vault(e) => match &e.kind {
+                VaultErrorKind::Throttled { retry_after } => Action::requeue(*retry_after),
+                VaultErrorKind::Paced { retry_in } => Action::requeue(*retry_in),
+                VaultErrorKind::Forbidden
+                | VaultErrorKind::DeletedButRecoverable
+                | VaultErrorKind::Rejected => Action::requeue(long),
+                _ => Action::requeue(backoff.next(object)),
+            },
+        }
+    }
+}
+
+/// Exponential backoff per object: 5 s, 10 s, 20 s ... up to 5 minutes, so a failure that
+/// persists costs at most six attempts in its first five minutes.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+const BACKOFF_BASE: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Backoff {
+    pub fn next(&self, object: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(object.to_owned()).or_insert(0);
+        let wait = BACKOFF_BASE
+            .saturating_mul(2u32.saturating_pow((*n).min(16)))
+            .min(BACKOFF_MAX);
+        *n = n.saturating_add(1);
+        wait
+    }
+
+    pub fn reset(&self, object: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(object);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_five_seconds_to_five_minutes() {
+        let backoff = Backoff::default();
+        let waits: Vec<u64> = (0..9).map(|_| backoff.next("ns/a").as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        // Attempts at 0, 5, 15, 35, 75, 155 s: six in the first five minutes.
+        let starts: Vec<u64> = waits
+            .iter()
+            .scan(0, |t, w| {
+                let at = *t;
+                *t += w;
+                Some(at)
+            })
+            .take_while(|at| *at < 300)
+            .collect();
+        assert_eq!(starts.len(), 6);
+        backoff.reset("ns/a");
+        assert_eq!(backoff.next("ns/a").as_secs(), 5);
+        assert_eq!(backoff.next("ns/b").as_secs(), 5);
+    }
+}

@@ -1,0 +1,502 @@
+//! The reconcile loop: dereference (Secret, vault state) → validate → plan → apply → status.
+//!
+//! Every outcome a person can act on becomes the `Ready` condition, with a Warning event when
+//! the condition's reason changes (or the spec does); each failure chooses its own wait (a bad
+//! spec waits for a change, 429 honours Retry-After, 403 backs off long, transient faults back
+//! off exponentially). The watch passes only what a person or another controller changed
+//! (spec, deletion, labels, finalizers, the annotations the operator honours), so the
+//! operator's own status writes never wake a VaultKey before its wait is over.
+
+mod cleanup;
+mod events;
+mod failure;
+pub mod invalid;
+mod key_locks;
+mod session;
+
+use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::access::AccessPolicy;
+use crate::api::VaultKey;
+use crate::health::Health;
+use crate::keyvault::{VaultError, VaultErrorKind, VaultProvider};
+use crate::status::Readiness;
+use crate::telemetry::{Metrics, ReasonLabels};
+use failure::{Backoff, reason_for};
+use key_locks::KeyLocks;
+use session::Session;
+
+pub const FINALIZER: &str = "vaultkey.dev/cleanup";
+pub const FIELD_MANAGER: &str = "vaultkey-operator";
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Annotations under this prefix are the operator's to honour: changing one wakes the VaultKey.
+const ANNOTATION_PREFIX: &str = "vaultkey.dev/";
+/// Set to "true" to let a VaultKey go without touching the vault (the vault is gone or the
+/// credentials were revoked); the key, if any, is left as it is.
+pub const ABANDON_ANNOTATION: &str = "vaultkey.dev/abandon";
+/// How soon a recovered key is checked against the spec.
+const AFTER_RECOVERY: Duration = Duration::from_secs(5);
+
+/// What the watch delivers: a VaultKey, or the metadata and error of one that does not decode.
+pub type Watched = DeserializeGuard<VaultKey>;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a converged VaultKey is compared with the vault again.
+    pub resync_interval: Duration,
+    /// Watch only these namespaces; empty watches all.
+    pub namespaces: Vec<String>,
+    pub label_selector: Option<String>,
+    pub concurrency: u16,
+    pub reporter: String,
+    /// Which namespaces may use which vaults.
+    pub access: AccessPolicy,
+    /// After a shutdown is asked for, how long in-flight reconciles may take before the
+    /// controller stops anyway (within Kubernetes' termination grace period).
+    pub shutdown_grace: Duration,
+}
+
+/// Everything a reconcile needs, built once.
+pub struct Context {
+    pub client: Client,
+    pub vaults: Arc<dyn VaultProvider>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub health: Arc<Health>,
+    backoff: Backoff,
+    key_locks: KeyLocks,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        vaults: Arc<dyn VaultProvider>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        health: Arc<Health>,
+    ) -> Self {
+        Context {
+            client,
+            vaults,
+            metrics,
+            settings,
+            health,
+            backoff: Backoff::default(),
+            key_locks: KeyLocks::default(),
+        }
+    }
+}
+
+/// Status says Ready for the current generation.
+fn is_ready_now(vk: &VaultKey) -> bool {
+    vk.ready_condition()
+        .is_some_and(|c| c.status == "True" && c.observed_generation == vk.meta().generation)
+}
+
+fn is_abandoned(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(ABANDON_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// Errors that escape a reconcile (Kubernetes API failures, cleanup failures); vault and
+/// spec problems of a live VaultKey are reported through status instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("deleting the key: {0}")]
+    Cleanup(#[source] VaultError),
+    #[error("the VaultKey has no namespace")]
+    NoNamespace,
+    #[error("the reconcile panicked: {0}")]
+    Panic(String),
+}
+
+impl Error {
+    /// The error the finalizer helper wrapped, if it wrapped one of ours.
+    fn inner(&self) -> &Error {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Finalizer(boxed) => match boxed.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.inner(),
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self.inner() {
+            Error::Kube(_) | Error::Finalizer(_) => "KubernetesError",
+            Error::Cleanup(e) => reason_for(&e.kind),
+            Error::NoNamespace => "InvalidObject",
+            Error::Panic(_) => "Panic",
+        }
+    }
+
+    /// A wait the vault asked for (Retry-After) or the budget promised.
+    fn vault_wait(&self) -> Option<Duration> {
+        match self.inner() {
+            Error::Cleanup(VaultError {
+                kind:
+                    VaultErrorKind::Throttled { retry_after: wait }
+                    | VaultErrorKind::Paced { retry_in: wait },
+                ..
+            }) => Some(*wait),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the controllers (one per watched namespace, or one for all) until `shutdown`
+/// resolves; in-flight reconciles get `shutdown_grace` to finish.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let shutdown = shutdown.boxed().shared();
+    let apis: Vec<Api<Watched>> = if ctx.settings.namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        ctx.settings
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    };
+    ctx.health.start_leading(apis.len());
+    let runs = apis
+        .into_iter()
+        .enumerate()
+        .map(|(index, api)| run_one(index, api, ctx.clone(), shutdown.clone()));
+    let grace = ctx.settings.shutdown_grace;
+    let deadline = async {
+        shutdown.clone().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        () = deadline => warn!(?grace, "stopping with reconciles or watches still in flight"),
+    }
+}
+
+/// The hash of what may ask for work: the spec (generation), deletion, labels (a label
+/// selector may bring an object back), finalizers (the finalizer helper waits for its own
+/// write to come back) and the operator's annotations. Status is not in it.
+fn intent(obj: &Watched) -> Option<u64> {
+    let meta = obj.meta();
+    let mut hasher = DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    for (key, value) in meta.annotations.iter().flatten() {
+        if key.starts_with(ANNOTATION_PREFIX) {
+            (key, value).hash(&mut hasher);
+        }
+    }
+    Some(hasher.finish())
+}
+
+/// Follows one watch: readiness, and the objects that do not decode.
+struct WatchTracker {
+    index: usize,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    undecodable: HashSet<String>,
+    /// Filled during a (re)list, swapped in when it is done.
+    relisting: Option<HashSet<String>>,
+}
+
+impl WatchTracker {
+    fn observe(&mut self, event: &Result<watcher::Event<Watched>, watcher::Error>) {
+        use watcher::Event;
+        let key =
+            |obj: &Watched| format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+        match event {
+            Err(e) => {
+                self.health.watch_failed(self.index, e.to_string());
+                return;
+            }
+            Ok(Event::Init) => self.relisting = Some(HashSet::new()),
+            Ok(Event::InitApply(obj)) => {
+                if obj.0.is_err()
+                    && let Some(set) = &mut self.relisting
+                {
+                    set.insert(key(obj));
+                }
+            }
+            Ok(Event::InitDone) => {
+                self.undecodable = self.relisting.take().unwrap_or_default();
+                self.health.watch_synced(self.index);
+            }
+            Ok(Event::Apply(obj)) => {
+                if obj.0.is_err() {
+                    self.undecodable.insert(key(obj));
+                } else {
+                    self.undecodable.remove(&key(obj));
+                }
+            }
+            Ok(Event::Delete(obj)) => {
+                self.undecodable.remove(&key(obj));
+            }
+        }
+        self.health.watch_event(self.index);
+        self.health
+            .set_undecodable(self.index, self.undecodable.len());
+        self.metrics
+            .undecodable_objects
+            .set(i64::try_from(self.health.undecodable()).unwrap_or(i64::MAX));
+    }
+}
+
+async fn run_one(
+    index: usize,
+    api: Api<Watched>,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let mut watch = watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.settings.label_selector {
+        watch = watch.labels(selector);
+    }
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let mut tracker = WatchTracker {
+        index,
+        health: ctx.health.clone(),
+        metrics: ctx.metrics.clone(),
+        undecodable: HashSet::new(),
+        relisting: None,
+    };
+    // The cache keeps VaultKeys without managedFields (about 40 % of an object) and without
+    // kubectl's copy of the last applied manifest (as large as the spec again): the operator
+    // never reads them.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let objects = watcher(api, watch)
+        .default_backoff()
+        .modify(|obj: &mut Watched| {
+            obj.managed_fields_mut().clear();
+            obj.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+        })
+        .inspect(move |event| tracker.observe(event))
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(intent, PredicateConfig::default());
+    let controller = Controller::for_stream(objects, reader)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let metrics = ctx.metrics.clone();
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            metrics
+                .managed_keys
+                .set(i64::try_from(store.len()).unwrap_or(i64::MAX));
+            if let Err(e) = result {
+                debug!(error = %e, "reconcile did not finish");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+fn object_key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// A panic in one reconcile becomes an error for that object (retried with backoff) instead
+/// of taking the controller, and every other VaultKey, down.
+pub async fn reconcile(obj: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let work = async {
+        match &obj.0 {
+            Ok(vk) => reconcile_valid(Arc::new(vk.clone()), ctx.clone()).await,
+            Err(invalid) => invalid::report(invalid, &ctx).await,
+        }
+    };
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(Error::Panic(message))
+        }
+    }
+}
+
+async fn reconcile_valid(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", vaultkey = %object_key(vk.as_ref()), vault = %vk.spec.vault_url, key = %vk.key_name());
+    async move {
+        let start = Instant::now();
+        let ns = vk.namespace().ok_or(Error::NoNamespace)?;
+        let api: Api<VaultKey> = Api::namespaced(ctx.client.clone(), &ns);
+        let adds_finalizer = vk.meta().deletion_timestamp.is_none()
+            && !vk.finalizers().iter().any(|f| f == FINALIZER);
+        let result = finalizer(&api, FINALIZER, vk, |event| async {
+            match event {
+                FinalizerEvent::Apply(vk) => apply(&vk, &ctx, &api).await,
+                FinalizerEvent::Cleanup(vk) => cleanup::cleanup(&vk, &ctx, &api).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)));
+        if adds_finalizer {
+            ctx.metrics.kube_write("finalizer");
+        }
+        ctx.metrics
+            .reconcile_duration
+            .observe(start.elapsed().as_secs_f64());
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+pub fn error_policy(obj: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(obj.as_ref());
+    warn!(vaultkey = %key, error = %error, "reconcile failed");
+    ctx.metrics.reconcile_outcome("error");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ReasonLabels {
+            reason: error.reason().into(),
+        })
+        .inc();
+    Action::requeue(error.vault_wait().unwrap_or_else(|| ctx.backoff.next(&key)))
+}
+
+/// One pass of dereference → validate → plan → apply → status.
+async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
+    let key = object_key(vk);
+    let mut session = Session::new(vk, ctx);
+    let outcome = session.converge(api).await;
+    if let Err(failure) = &outcome
+        && failure.paced().is_some()
+    {
+        return paced(vk, ctx, api, &session, failure).await;
+    }
+    let (readiness, action) = match &outcome {
+        Ok(()) if session.recovered => (
+            Readiness::not_ready(
+                "Recovering",
+                format!(
+                    "recovered the soft-deleted key {}; checking it against the spec",
+                    session.key_name
+                ),
+            ),
+            Action::requeue(AFTER_RECOVERY),
+        ),
+        Ok(()) => {
+            ctx.backoff.reset(&key);
+            let message = match &session.latest {
+                Some(latest) => {
+                    format!("key {} is at version {}", session.key_name, latest.version)
+                }
+                None => "the vault matches the spec".into(),
+            };
+            (
+                Readiness::ready(message),
+                Action::requeue(jittered(ctx.settings.resync_interval, &key)),
+            )
+        }
+        Err(failure) => {
+            let reason = failure.reason();
+            let message = failure.message(&vk.spec.vault_url, &session.key_name);
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ReasonLabels {
+                    reason: reason.into(),
+                })
+                .inc();
+            (
+                Readiness::not_ready(reason, message),
+                failure.wait(ctx.settings.resync_interval, &ctx.backoff, &key),
+            )
+        }
+    };
+    ctx.metrics.reconcile_outcome(if readiness.ready {
+        "ready"
+    } else {
+        "not_ready"
+    });
+    if !readiness.ready && warrants_warning(vk, &readiness) {
+        warn!(reason = %readiness.reason, message = %readiness.message, "not ready");
+        session
+            .event(
+                EventType::Warning,
+                &readiness.reason,
+                readiness.message.clone(),
+            )
+            .await;
+    }
+    session.write_status(api, &readiness).await?;
+    Ok(action)
+}
+
+/// One Warning per change of reason, and one per new spec: a failure that persists is not
+/// announced again on each attempt, whatever its message says this time.
+fn warrants_warning(vk: &VaultKey, readiness: &Readiness) -> bool {
+    readiness.reason != "Recovering"
+        && vk.ready_condition().is_none_or(|c| {
+            c.reason != readiness.reason || c.observed_generation != vk.meta().generation
+        })
+}
+
+/// The vault's budget had no slot soon: come back at the promised time. Pacing is the
+/// operator keeping itself under Key Vault's limits, not a failure: no Warning event, and a
+/// VaultKey that is Ready stays so; one that is not yet says what it waits for.
+async fn paced(
+    vk: &VaultKey,
+    ctx: &Context,
+    api: &Api<VaultKey>,
+    session: &Session<'_>,
+    failure: &failure::Failure,
+) -> Result<Action, Error> {
+    debug!("waiting for a budget slot");
+    ctx.metrics.reconcile_outcome("paced");
+    if !is_ready_now(vk) {
+        let message = failure.message(&vk.spec.vault_url, &session.key_name);
+        session
+            .write_status(api, &Readiness::not_ready(failure.reason(), message))
+            .await?;
+    }
+    Ok(failure.wait(ctx.settings.resync_interval, &ctx.backoff, &object_key(vk)))
+}
+
+/// Spreads resyncs over ±10% of the interval so keys created together do not resync together.
+fn jittered(interval: Duration, key: &str) -> Duration {
+    let hash = key
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let spread = interval.as_millis() as u64 / 5;
+    if spread == 0 {
+        return interval;
+    }
+    interval - Duration::from_millis(spread / 2) + Duration::from_millis(hash % spread)
+}
