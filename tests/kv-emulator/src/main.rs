@@ -18,6 +18,7 @@ mod admin;
 mod api;
 mod app;
 mod budget;
+mod dialect;
 mod error;
 mod faults;
 mod keys;
