@@ -783,7 +783,7 @@ mod tests {
             .create("signer", json!({"kty": "EC", "key_ops": ["sign"]}))
             .await;
         assert_eq!(explicit["key"]["key_ops"], json!(["sign"]));
-        // The create that defaulted to none, and the two answers without key_ops.
+        // The create and the GET of `k`: a request counts once however often a flag applies.
         assert_eq!(e.hits("omitEmptyKeyOps").await, 2);
     }
 
