@@ -1,5 +1,5 @@
 //! Management API (plain HTTP on loopback, no auth) for the tests: clock,
-//! automatic rotation, stats, fault injection and state dumps.
+//! automatic rotation, stats, fault injection, dialects and state dumps.
 //!
 //! | method | path                         | what                                              |
 //! |--------|------------------------------|---------------------------------------------------|
@@ -11,18 +11,24 @@
 //! | GET    | /faults                      | current fault configuration                       |
 //! | PUT    | /faults                      | configure fault injection                         |
 //! | DELETE | /faults                      | stop fault injection                              |
+//! | GET    | /dialect                     | the dialect of all vaults and per-vault ones      |
+//! | PUT    | /dialect[?vault=NAME]        | set the dialect (see `dialect.rs`)                |
+//! | DELETE | /dialect[?vault=NAME]        | back to the default dialect                       |
 //! | GET    | /vaults                      | vault names, URLs and recovery levels             |
 //! | GET    | /vaults/{vault}/keys         | live and deleted key names                        |
 //! | GET    | /vaults/{vault}/keys/{name}  | public state of a key (versions, policy, deleted) |
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
+use hyper::body::Body;
 use hyper::{Method, Request, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::dialect::Dialect;
 use crate::error::{HttpResponse, json_response};
 use crate::faults::FaultConfigIn;
 
@@ -37,13 +43,33 @@ fn ok(value: &Value) -> HttpResponse {
     json_response(StatusCode::OK, value)
 }
 
-fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> HttpResponse {
+/// Reads a JSON body of type `T`; `what` names it in the 400 answered otherwise.
+async fn read_json<B, T>(req: Request<B>, what: &str) -> Result<T, HttpResponse>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T: DeserializeOwned,
+{
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(error(StatusCode::BAD_REQUEST, "could not read body")),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid {what}: {e}")))
+}
+
+/// Generic over the body so tests can call it without a connection.
+pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> HttpResponse
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let response = route(&app, req, &method, &path).await;
@@ -51,7 +77,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> HttpResponse {
     response
 }
 
-async fn route(app: &App, req: Request<Incoming>, method: &Method, path: &str) -> HttpResponse {
+async fn route<B>(app: &App, req: Request<B>, method: &Method, path: &str) -> HttpResponse
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["health"]) => ok(&json!({ "status": "ok" })),
@@ -88,15 +118,8 @@ async fn route(app: &App, req: Request<Incoming>, method: &Method, path: &str) -
         }
         (&Method::GET, ["faults"]) => ok(&app.faults.describe()),
         (&Method::PUT, ["faults"]) => {
-            let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return error(StatusCode::BAD_REQUEST, "could not read body"),
-            };
-            match serde_json::from_slice::<FaultConfigIn>(&body) {
-                Err(e) => error(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid fault configuration: {e}"),
-                ),
+            match read_json::<_, FaultConfigIn>(req, "fault configuration").await {
+                Err(response) => response,
                 Ok(cfg) => match app.faults.configure(cfg) {
                     Ok(described) => ok(&described),
                     Err(e) => error(StatusCode::BAD_REQUEST, e),
@@ -106,6 +129,26 @@ async fn route(app: &App, req: Request<Incoming>, method: &Method, path: &str) -
         (&Method::DELETE, ["faults"]) => {
             app.faults.clear();
             ok(&app.faults.describe())
+        }
+        (&Method::GET, ["dialect"]) => ok(&app.dialects.describe()),
+        (&Method::PUT | &Method::DELETE, ["dialect"]) => {
+            let vault = query_param(&req, "vault");
+            if let Some(v) = &vault
+                && !app.store().vaults.contains_key(v)
+            {
+                return error(StatusCode::NOT_FOUND, format!("no vault named {v}"));
+            }
+            if method == Method::DELETE {
+                app.dialects.reset(vault.as_deref());
+                return ok(&app.dialects.describe());
+            }
+            match read_json::<_, Dialect>(req, "dialect").await {
+                Err(response) => response,
+                Ok(dialect) => match app.dialects.set(vault.as_deref(), dialect) {
+                    Ok(()) => ok(&app.dialects.describe()),
+                    Err(e) => error(StatusCode::BAD_REQUEST, e),
+                },
+            }
         }
         (&Method::GET, ["vaults"]) => {
             let store = app.store();

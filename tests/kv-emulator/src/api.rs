@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
+use hyper::body::Body;
 use hyper::header::{
     AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
 };
@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 
 use crate::app::App;
 use crate::budget::Class;
-use crate::error::{ApiError, HttpResponse, empty_response, json_response};
+use crate::dialect::{Flag, Speaking};
+use crate::error::{ApiError, HttpResponse, empty_response};
 use crate::faults::{Fault, FaultKind};
 use crate::keys::{self, KeyShape, Kty};
 use crate::model::{
@@ -306,17 +307,26 @@ fn add_service_headers(response: &mut HttpResponse, client_request_id: Option<He
     );
 }
 
-/// Handles one request for `vault`. Never logs bodies.
-pub async fn handle(app: Arc<App>, vault: Arc<str>, req: Request<Incoming>) -> Outcome {
+/// Handles one request for `vault`. Never logs bodies. Generic over the body
+/// so tests can call it without a connection.
+pub async fn handle<B>(app: Arc<App>, vault: Arc<str>, req: Request<B>) -> Outcome
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = Route::parse(&method, &path);
     let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
+    let dialect = Speaking::new(app.dialects.for_vault(&vault));
 
     let finish = |op: Operation, status: u16| {
         app.stats
             .record_request(&vault, method.as_str(), op, status);
+        for flag in dialect.take_hits() {
+            app.stats.record_dialect(flag.as_str());
+        }
         tracing::info!(
             vault = %vault,
             method = %method,
@@ -339,6 +349,13 @@ pub async fn handle(app: Arc<App>, vault: Arc<str>, req: Request<Incoming>) -> O
     // The body is read up front: rate-limit mode needs the key type of a create.
     let query = Query::parse(req.uri().query().unwrap_or(""));
     let body = read_body(req).await;
+    // Before rate limiting and faults: the dialect is how this server always answers.
+    if let Some(e) = dialect.persistent_error(op) {
+        let mut response = e.to_response();
+        add_service_headers(&mut response, client_request_id);
+        finish(op, response.status().as_u16());
+        return Outcome::Respond(response);
+    }
     if let Err(retry_after) = app
         .faults
         .admit(&vault, budget_class(&app, &vault, &route, &body))
@@ -379,10 +396,10 @@ pub async fn handle(app: Arc<App>, vault: Arc<str>, req: Request<Incoming>) -> O
         Err(e) => Err(e),
         Ok(api_version) => match body {
             Err(e) => Err(e),
-            Ok(body) => dispatch(&app, &vault, route, &query, &api_version, &body).await,
+            Ok(body) => dispatch(&app, &vault, &dialect, route, &query, &api_version, &body).await,
         },
     };
-    let mut response = result.unwrap_or_else(|e| e.to_response());
+    let mut response = result.unwrap_or_else(|e| dialect.error(op, e).to_response());
     add_service_headers(&mut response, client_request_id);
     // Counted now: a client that gives up during a hold closes the connection,
     // which drops this future.
@@ -429,7 +446,11 @@ fn budget_class(app: &App, vault: &str, route: &Route, body: &Result<Bytes, ApiE
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+async fn read_body<B>(req: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(_) => Err(ApiError::new(
@@ -462,36 +483,44 @@ fn parse_json<T: DeserializeOwned + Default>(body: &[u8], required: bool) -> Res
     })
 }
 
-fn ok<T: serde::Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
-    Ok(json_response(StatusCode::OK, value))
-}
-
 async fn dispatch(
     app: &App,
     vault: &str,
+    d: &Speaking,
     route: Route,
     query: &Query,
     api_version: &str,
     body: &[u8],
 ) -> Result<HttpResponse, ApiError> {
     match route {
-        Route::CreateKey(name) => create_key(app, vault, &name, body).await,
-        Route::ImportKey(name) => import_key(app, vault, &name, body),
+        Route::CreateKey(name) => create_key(app, vault, d, &name, body).await,
+        Route::ImportKey(name) => import_key(app, vault, d, &name, body),
         Route::GetKey(name, version) => {
             validate_key_name(&name)?;
-            ok(&app
+            let bundle = app
                 .store()
                 .vault_mut(vault)?
-                .bundle_for(&name, version.as_deref())?)
+                .bundle_for(&name, version.as_deref())?;
+            // Lowkey Vault: a key whose current version is disabled is not found by name.
+            if d.hide_disabled_keys
+                && version.as_deref().is_none_or(str::is_empty)
+                && !bundle.attributes.enabled
+            {
+                d.hit(Flag::HideDisabledKeys);
+                return Err(ApiError::key_not_found(&name));
+            }
+            d.ok(&bundle)
         }
-        Route::UpdateKey(name, version) => update_key(app, vault, &name, version.as_deref(), body),
+        Route::UpdateKey(name, version) => {
+            update_key(app, vault, d, &name, version.as_deref(), body)
+        }
         Route::ListVersions(name) => {
             validate_key_name(&name)?;
             let max = query.page_size()?;
             let cursor = query.cursor()?;
             let mut store = app.store();
             let v = store.vault_mut(vault)?;
-            let page = v.list_versions(&name, max, cursor.as_deref())?;
+            let page = v.list_versions(&name, max, cursor.as_deref(), d.versions_order())?;
             let record = v.record(&name)?;
             let value = page
                 .items
@@ -499,7 +528,7 @@ async fn dispatch(
                 .map(|kv| v.item(record, kv, true))
                 .collect();
             let base = format!("{}/keys/{}/versions", v.url, record.name);
-            ok(&ListPage {
+            d.ok(&ListPage {
                 value,
                 next_link: page
                     .next_cursor
@@ -518,7 +547,7 @@ async fn dispatch(
                 .map(|r| v.item(r, r.latest(), false))
                 .collect();
             let base = format!("{}/keys", v.url);
-            ok(&ListPage {
+            d.ok(&ListPage {
                 value,
                 next_link: page
                     .next_cursor
@@ -533,7 +562,7 @@ async fn dispatch(
             let page = v.list_deleted(max, cursor.as_deref());
             let value = page.items.iter().map(|d| v.deleted_item(d)).collect();
             let base = format!("{}/deletedkeys", v.url);
-            ok(&ListPage {
+            d.ok(&ListPage {
                 value,
                 next_link: page
                     .next_cursor
@@ -542,11 +571,18 @@ async fn dispatch(
         }
         Route::RotateKey(name) => {
             validate_key_name(&name)?;
-            ok(&app.rotate(vault, &name, None).await?)
+            d.ok(&app.rotate(vault, &name, None).await?)
         }
         Route::GetRotationPolicy(name) => {
             validate_key_name(&name)?;
-            ok(&app.store().vault_mut(vault)?.policy_model(&name)?)
+            let mut store = app.store();
+            let v = store.vault_mut(vault)?;
+            if v.record(&name)?.policy.is_none()
+                && let Some(answer) = d.unset_policy(&name)
+            {
+                return answer;
+            }
+            d.ok(&v.policy_model(&name, d.action_case())?)
         }
         Route::SetRotationPolicy(name) => {
             validate_key_name(&name)?;
@@ -556,19 +592,19 @@ async fn dispatch(
             let mut store = app.store();
             let v = store.vault_mut(vault)?;
             v.set_policy(&name, spec, now)?;
-            ok(&v.policy_model(&name)?)
+            d.ok(&v.policy_model(&name, d.action_case())?)
         }
         Route::DeleteKey(name) => {
             validate_key_name(&name)?;
             let now = app.clock.now();
-            ok(&app.store().vault_mut(vault)?.delete(&name, now)?)
+            d.ok(&app.store().vault_mut(vault)?.delete(&name, now)?)
         }
         Route::GetDeletedKey(name) => {
             validate_key_name(&name)?;
             let mut store = app.store();
             let v = store.vault_mut(vault)?;
             let deleted = v.deleted_record(&name)?;
-            ok(&v.deleted_bundle(deleted))
+            d.ok(&v.deleted_bundle(deleted))
         }
         Route::PurgeDeletedKey(name) => {
             validate_key_name(&name)?;
@@ -577,7 +613,7 @@ async fn dispatch(
         }
         Route::RecoverDeletedKey(name) => {
             validate_key_name(&name)?;
-            ok(&app.store().vault_mut(vault)?.recover(&name)?)
+            d.ok(&app.store().vault_mut(vault)?.recover(&name)?)
         }
         Route::MethodNotAllowed => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -611,6 +647,7 @@ struct CommonParams {
 }
 
 fn common_params(
+    d: &Speaking,
     kty: Kty,
     key_ops: Option<Vec<String>>,
     attributes: Option<crate::model::KeyAttributesIn>,
@@ -622,7 +659,7 @@ fn common_params(
             validate_key_ops(&ops)?;
             ops
         }
-        None => kty.default_ops(),
+        None => d.unsent_key_ops(kty.default_ops()),
     };
     validate_tags(&tags)?;
     let attributes = attributes.unwrap_or_default();
@@ -666,6 +703,7 @@ fn new_version(
 async fn create_key(
     app: &App,
     vault: &str,
+    d: &Speaking,
     name: &str,
     body: &[u8],
 ) -> Result<HttpResponse, ApiError> {
@@ -689,7 +727,7 @@ async fn create_key(
             )));
         }
     }
-    let common = common_params(kty, p.key_ops, p.attributes, p.tags, p.release_policy)?;
+    let common = common_params(d, kty, p.key_ops, p.attributes, p.tags, p.release_policy)?;
     // Fail fast (409) before spending time on key generation.
     app.store().vault_mut(vault)?.ensure_name_usable(name)?;
     let material = App::generate(shape).await?;
@@ -703,10 +741,16 @@ async fn create_key(
         now,
         version.clone(),
     )?;
-    ok(&v.bundle_for(name, Some(&version))?)
+    d.ok(&v.bundle_for(name, Some(&version))?)
 }
 
-fn import_key(app: &App, vault: &str, name: &str, body: &[u8]) -> Result<HttpResponse, ApiError> {
+fn import_key(
+    app: &App,
+    vault: &str,
+    d: &Speaking,
+    name: &str,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
     validate_key_name(name)?;
     let p: KeyImportParameters = parse_json(body, true)?;
     let jwk = p
@@ -714,6 +758,7 @@ fn import_key(app: &App, vault: &str, name: &str, body: &[u8]) -> Result<HttpRes
         .ok_or_else(|| ApiError::bad_parameter("The parameter 'key' is required."))?;
     let imported = keys::import(&jwk, p.hsm.unwrap_or(false))?;
     let common = common_params(
+        d,
         imported.kty,
         jwk.key_ops,
         p.attributes,
@@ -730,12 +775,13 @@ fn import_key(app: &App, vault: &str, name: &str, body: &[u8]) -> Result<HttpRes
         now,
         version.clone(),
     )?;
-    ok(&v.bundle_for(name, Some(&version))?)
+    d.ok(&v.bundle_for(name, Some(&version))?)
 }
 
 fn update_key(
     app: &App,
     vault: &str,
+    d: &Speaking,
     name: &str,
     version: Option<&str>,
     body: &[u8],
@@ -747,11 +793,18 @@ fn update_key(
     }
     validate_tags(&p.tags)?;
     let attributes = p.attributes.unwrap_or_default();
+    // Lowkey Vault sets nbf and exp as a pair: sending one clears the other.
+    let clears =
+        d.patch_clears_unsent_dates && attributes.nbf.is_some() != attributes.exp.is_some();
+    if clears {
+        d.hit(Flag::PatchClearsUnsentDates);
+    }
+    let date = |sent: Option<i64>| (clears || sent.is_some()).then_some(sent);
     let update = VersionUpdate {
         key_ops: p.key_ops,
         enabled: attributes.enabled,
-        nbf: attributes.nbf,
-        exp: attributes.exp,
+        nbf: date(attributes.nbf),
+        exp: date(attributes.exp),
         tags: p.tags,
         release_policy: p.release_policy,
     };
@@ -762,7 +815,7 @@ fn update_key(
         .update_version(name, version, update, now)?
         .version
         .clone();
-    ok(&v.bundle_for(name, Some(&version))?)
+    d.ok(&v.bundle_for(name, Some(&version))?)
 }
 
 #[cfg(test)]

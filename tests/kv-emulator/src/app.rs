@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
+use crate::dialect::Dialects;
 use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::keys::{self, KeyMaterial, KeyShape};
@@ -21,6 +22,7 @@ pub struct App {
     store: Mutex<Store>,
     pub stats: Stats,
     pub faults: Faults,
+    pub dialects: Dialects,
     /// Serialises automatic-rotation runs so a due rotation happens once.
     auto_rotation: tokio::sync::Mutex<()>,
 }

@@ -8,6 +8,9 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+/// Inner code of the 409 for a create/import over a soft-deleted name.
+const DELETED_BUT_RECOVERABLE: &str = "ObjectIsDeletedButRecoverable";
+
 /// Help link the real service appends to its not-found messages.
 const NOT_FOUND_HELP: &str = "If you recently deleted this key you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182";
 
@@ -67,8 +70,12 @@ impl ApiError {
             message: format!(
                 "Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged."
             ),
-            inner_code: Some("ObjectIsDeletedButRecoverable".into()),
+            inner_code: Some(DELETED_BUT_RECOVERABLE.into()),
         }
+    }
+
+    pub fn is_deleted_but_recoverable(&self) -> bool {
+        self.inner_code.as_deref() == Some(DELETED_BUT_RECOVERABLE)
     }
 
     /// 403 for a purge in a vault whose recovery level does not contain "Purgeable".

@@ -1,7 +1,7 @@
 //! `kv-emulator`: a test-only emulator of the Azure Key Vault keys REST API
 //! (key management operations, rotation policies, soft delete), served over
 //! HTTPS for the operator's end-to-end tests, plus a plain-HTTP management
-//! API to shift time, read request counters and inject faults.
+//! API to shift time, read request counters, inject faults and switch dialects.
 //!
 //! ```text
 //! kv-emulator --ready-file PATH [--bind 127.0.0.1] [--vault NAME=RECOVERY_LEVEL[:DAYS]]...
@@ -18,6 +18,7 @@ mod admin;
 mod api;
 mod app;
 mod budget;
+mod dialect;
 mod error;
 mod faults;
 mod keys;

@@ -247,7 +247,7 @@ pub struct TriggerOut {
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PolicyActionOut {
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: String,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq, Eq, Default)]

@@ -4,6 +4,7 @@
 //! Durations are compared with fixed lengths, as the service documents its
 //! limits in days: a year counts 365 days, a month 30 days, a week 7 days.
 
+use crate::dialect::ActionCase;
 use crate::model::{
     LifetimeActionOut, PolicyActionOut, PolicyAttributesOut, RotationPolicyIn, RotationPolicyOut,
     TriggerOut,
@@ -109,6 +110,8 @@ pub enum Trigger {
 pub struct LifetimeAction {
     pub trigger: Trigger,
     pub action: ActionType,
+    /// The type as the client spelled it (answered by the `as-sent` dialect).
+    pub sent: String,
 }
 
 /// A validated policy body (what a PUT asks for, before timestamps).
@@ -135,6 +138,7 @@ pub fn default_notify() -> LifetimeAction {
             seconds: 30 * DAY,
         }),
         action: ActionType::Notify,
+        sent: ActionType::Notify.as_str().to_string(),
     }
 }
 
@@ -198,7 +202,11 @@ pub fn validate(input: &RotationPolicyIn) -> Result<PolicySpec, String> {
                     .map_err(|e| format!("lifetimeActions[{i}]: invalid timeBeforeExpiry: {e}."))?,
             ),
         };
-        actions.push(LifetimeAction { trigger, action });
+        actions.push(LifetimeAction {
+            trigger,
+            action,
+            sent: kind.to_string(),
+        });
     }
 
     let rotates = actions
@@ -294,7 +302,7 @@ impl PolicySpec {
     }
 }
 
-fn actions_out(actions: &[LifetimeAction]) -> Vec<LifetimeActionOut> {
+fn actions_out(actions: &[LifetimeAction], case: ActionCase) -> Vec<LifetimeActionOut> {
     actions
         .iter()
         .map(|a| {
@@ -311,7 +319,7 @@ fn actions_out(actions: &[LifetimeAction]) -> Vec<LifetimeActionOut> {
             LifetimeActionOut {
                 trigger,
                 action: PolicyActionOut {
-                    kind: a.action.as_str(),
+                    kind: case.spell(a.action, &a.sent),
                 },
             }
         })
@@ -319,10 +327,10 @@ fn actions_out(actions: &[LifetimeAction]) -> Vec<LifetimeActionOut> {
 }
 
 impl RotationPolicy {
-    pub fn to_model(&self, id: String) -> RotationPolicyOut {
+    pub fn to_model(&self, id: String, case: ActionCase) -> RotationPolicyOut {
         RotationPolicyOut {
             id: Some(id),
-            lifetime_actions: actions_out(&self.spec.lifetime_actions),
+            lifetime_actions: actions_out(&self.spec.lifetime_actions, case),
             attributes: PolicyAttributesOut {
                 expiry_time: self.spec.expiry_time.as_ref().map(|d| d.raw.clone()),
                 created: Some(self.created),
@@ -345,10 +353,10 @@ impl RotationPolicy {
 ///
 /// So the default has no `id`, an empty `attributes` object and the single
 /// default Notify action.
-pub fn default_policy_model() -> RotationPolicyOut {
+pub fn default_policy_model(case: ActionCase) -> RotationPolicyOut {
     RotationPolicyOut {
         id: None,
-        lifetime_actions: actions_out(&[default_notify()]),
+        lifetime_actions: actions_out(&[default_notify()], case),
         attributes: PolicyAttributesOut::default(),
     }
 }
@@ -530,7 +538,7 @@ mod tests {
 
     #[test]
     fn default_policy_shape() {
-        let json = serde_json::to_value(default_policy_model()).unwrap();
+        let json = serde_json::to_value(default_policy_model(ActionCase::Canonical)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({

@@ -79,6 +79,7 @@ pub const STATUS_RESET: u16 = 0;
 struct Counters {
     requests: BTreeMap<(String, String, Operation, u16), u64>,
     faults: BTreeMap<&'static str, u64>,
+    dialect: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +104,11 @@ impl Stats {
         *self.lock().faults.entry(kind).or_default() += 1;
     }
 
+    /// A request whose answer the dialect flag `flag` changed.
+    pub fn record_dialect(&self, flag: &'static str) {
+        *self.lock().dialect.entry(flag).or_default() += 1;
+    }
+
     pub fn reset(&self) {
         *self.lock() = Counters::default();
     }
@@ -122,7 +128,7 @@ impl Stats {
                 })
             })
             .collect();
-        json!({ "requests": requests, "faults": counters.faults })
+        json!({ "requests": requests, "faults": counters.faults, "dialect": counters.dialect })
     }
 }
 
@@ -137,13 +143,18 @@ mod tests {
         stats.record_request("default", "POST", Operation::CreateKey, 200);
         stats.record_request("default", "POST", Operation::Unauthorized, 401);
         stats.record_fault("throttle");
+        stats.record_dialect("hideDisabledKeys");
         let snap = stats.snapshot();
         assert_eq!(snap["requests"].as_array().unwrap().len(), 2);
         assert_eq!(snap["requests"][0]["operation"], "create_key");
         assert_eq!(snap["requests"][0]["count"], 2);
         assert_eq!(snap["faults"]["throttle"], 1);
+        assert_eq!(snap["dialect"]["hideDisabledKeys"], 1);
         stats.reset();
-        assert_eq!(stats.snapshot(), json!({"requests": [], "faults": {}}));
+        assert_eq!(
+            stats.snapshot(),
+            json!({"requests": [], "faults": {}, "dialect": {}})
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde_json::{Value, json};
 
+use crate::dialect::{ActionCase, VersionsOrder};
 use crate::error::ApiError;
 use crate::keys::{KeyMaterial, KeyShape, Kty};
 use crate::model::{
@@ -214,13 +215,14 @@ pub struct DeletedRecord {
     pub scheduled_purge_date: i64,
 }
 
-/// Attributes a PATCH may change; `None` leaves a field as it is.
+/// Attributes a PATCH may change; `None` leaves a field as it is (and
+/// `Some(None)` clears a date).
 #[derive(Debug, Clone, Default)]
 pub struct VersionUpdate {
     pub key_ops: Option<Vec<String>>,
     pub enabled: Option<bool>,
-    pub nbf: Option<i64>,
-    pub exp: Option<i64>,
+    pub nbf: Option<Option<i64>>,
+    pub exp: Option<Option<i64>>,
     pub tags: Option<Tags>,
     pub release_policy: Option<Value>,
 }
@@ -440,10 +442,10 @@ impl Vault {
             kv.enabled = enabled;
         }
         if let Some(nbf) = update.nbf {
-            kv.nbf = Some(nbf);
+            kv.nbf = nbf;
         }
         if let Some(exp) = update.exp {
-            kv.exp = Some(exp);
+            kv.exp = exp;
         }
         if let Some(tags) = update.tags {
             kv.tags = tags;
@@ -462,13 +464,15 @@ impl Vault {
         })
     }
 
-    /// Versions of a key, newest first. The cursor is the version's position
-    /// in creation order, so pages stay stable while new versions appear.
+    /// Versions of a key, newest first unless `order` says otherwise. The
+    /// cursor is the version's position in creation order, so pages stay
+    /// stable while new versions appear.
     pub fn list_versions(
         &self,
         name: &str,
         max: usize,
         after: Option<&str>,
+        order: VersionsOrder,
     ) -> Result<Page<&KeyVersion>, ApiError> {
         let record = self.record(name)?;
         let after: Option<usize> = match after {
@@ -478,24 +482,24 @@ impl Vault {
                     .map_err(|_| ApiError::bad_parameter("Invalid $skiptoken."))?,
             ),
         };
-        Ok(paginate(
-            record
-                .versions
-                .iter()
-                .enumerate()
-                .rev()
-                .map(|(i, v)| (format!("{i}"), (i, v))),
-            max,
-            |c| match (after, c.parse::<usize>()) {
+        let oldest_first = order == VersionsOrder::OldestFirst;
+        let mut versions: Vec<(String, &KeyVersion)> = record
+            .versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{i}"), v))
+            .collect();
+        if !oldest_first {
+            versions.reverse();
+        }
+        Ok(paginate(versions.into_iter(), max, |c| {
+            match (after, c.parse::<usize>()) {
                 (None, _) => true,
+                (Some(a), Ok(i)) if oldest_first => i > a,
                 (Some(a), Ok(i)) => i < a,
                 (Some(_), Err(_)) => false,
-            },
-        ))
-        .map(|page| Page {
-            items: page.items.into_iter().map(|(_, v)| v).collect(),
-            next_cursor: page.next_cursor,
-        })
+            }
+        }))
     }
 
     pub fn list_deleted(&self, max: usize, after: Option<&str>) -> Page<&DeletedRecord> {
@@ -520,11 +524,15 @@ impl Vault {
         Ok(record.policy.as_ref().expect("just set"))
     }
 
-    pub fn policy_model(&self, name: &str) -> Result<RotationPolicyOut, ApiError> {
+    pub fn policy_model(
+        &self,
+        name: &str,
+        case: ActionCase,
+    ) -> Result<RotationPolicyOut, ApiError> {
         let record = self.record(name)?;
         Ok(match &record.policy {
-            Some(p) => p.to_model(self.policy_id(&record.name)),
-            None => rotation::default_policy_model(),
+            Some(p) => p.to_model(self.policy_id(&record.name), case),
+            None => rotation::default_policy_model(case),
         })
     }
 
@@ -751,7 +759,7 @@ impl Vault {
             "latestVersion": record.latest().version,
             "versionCount": record.versions.len(),
             "versions": versions,
-            "rotationPolicy": record.policy.as_ref().map(|p| p.to_model(self.policy_id(&record.name))),
+            "rotationPolicy": record.policy.as_ref().map(|p| p.to_model(self.policy_id(&record.name), ActionCase::Canonical)),
             "nextRotationDue": record.policy.as_ref().and_then(|p| p.spec.rotation_due_at(record.latest().created, record.latest().exp)),
             "deleted": deleted.map(|d| self.deletion_info(d)),
         }))
@@ -924,7 +932,7 @@ mod tests {
                 "k",
                 Some(""),
                 VersionUpdate {
-                    exp: Some(999),
+                    exp: Some(Some(999)),
                     ..Default::default()
                 },
                 400,
@@ -943,21 +951,44 @@ mod tests {
             add(&mut v, name, 1);
         }
         // Versions: newest first, 25 + 5.
-        let p1 = v.list_versions("many", MAX_PAGE, None).unwrap();
+        let p1 = v
+            .list_versions("many", MAX_PAGE, None, VersionsOrder::NewestFirst)
+            .unwrap();
         assert_eq!(p1.items.len(), 25);
         assert_eq!(p1.items[0].created, 1_029);
         let cursor = p1.next_cursor.clone().unwrap();
-        let p2 = v.list_versions("many", MAX_PAGE, Some(&cursor)).unwrap();
+        let p2 = v
+            .list_versions("many", MAX_PAGE, Some(&cursor), VersionsOrder::NewestFirst)
+            .unwrap();
         assert_eq!(p2.items.len(), 5);
         assert_eq!(p2.items.last().unwrap().created, 1_000);
         assert_eq!(p2.next_cursor, None);
         // A rotation between pages does not shift the second page.
         add(&mut v, "many", 2_000);
-        let p2b = v.list_versions("many", MAX_PAGE, Some(&cursor)).unwrap();
+        let p2b = v
+            .list_versions("many", MAX_PAGE, Some(&cursor), VersionsOrder::NewestFirst)
+            .unwrap();
         assert_eq!(p2b.items.len(), 5);
         // Exactly one full page has no next link.
-        let p = v.list_versions("many", 31, None).unwrap();
+        let p = v
+            .list_versions("many", 31, None, VersionsOrder::NewestFirst)
+            .unwrap();
         assert_eq!((p.items.len(), p.next_cursor), (31, None));
+        // Oldest first (a dialect): the same cursors, the other way round.
+        let o1 = v
+            .list_versions("many", 30, None, VersionsOrder::OldestFirst)
+            .unwrap();
+        assert_eq!(o1.items[0].created, 1_000);
+        let o2 = v
+            .list_versions(
+                "many",
+                30,
+                o1.next_cursor.as_deref(),
+                VersionsOrder::OldestFirst,
+            )
+            .unwrap();
+        let created: Vec<_> = o2.items.iter().map(|kv| kv.created).collect();
+        assert_eq!((created, o2.next_cursor), (vec![2_000], None));
         // Keys: ordered by case-insensitive name.
         let k1 = v.list_keys(2, None);
         let names: Vec<_> = k1.items.iter().map(|r| r.name.as_str()).collect();
@@ -1064,20 +1095,25 @@ mod tests {
     fn policy_keeps_created_and_default_has_no_id() {
         let mut v = vault("Recoverable");
         add(&mut v, "k", 1);
-        assert_eq!(v.policy_model("k").unwrap().id, None);
+        assert_eq!(v.policy_model("k", ActionCase::Canonical).unwrap().id, None);
         v.set_policy("k", rotate_policy(Some("P30D"), None, None), 10)
             .unwrap();
         let p = v
             .set_policy("k", rotate_policy(Some("P40D"), None, None), 20)
             .unwrap();
         assert_eq!((p.created, p.updated), (10, 20));
-        let model = v.policy_model("K").unwrap();
+        let model = v.policy_model("K", ActionCase::Canonical).unwrap();
         assert_eq!(
             model.id.as_deref(),
             Some("https://127.0.0.1:1/keys/k/rotationpolicy")
         );
         assert_eq!(model.lifetime_actions.len(), 2);
-        assert_eq!(v.policy_model("missing").unwrap_err().code, "KeyNotFound");
+        assert_eq!(
+            v.policy_model("missing", ActionCase::Canonical)
+                .unwrap_err()
+                .code,
+            "KeyNotFound"
+        );
     }
 
     #[test]
@@ -1120,7 +1156,7 @@ mod tests {
             "k",
             None,
             VersionUpdate {
-                exp: Some(t0 + 40 * DAY),
+                exp: Some(Some(t0 + 40 * DAY)),
                 ..Default::default()
             },
             t0,
