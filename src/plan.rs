@@ -391,6 +391,12 @@ fn property_drift(
         properties.expires_on = Some(exp);
         drift.push("expiresOn");
     }
+    // Some vaults clear the date a PATCH does not send: a correction of either date carries
+    // both, the other as the spec wants it or, when the spec leaves it alone, as it is.
+    if properties.not_before.is_some() || properties.expires_on.is_some() {
+        properties.not_before = properties.not_before.or(latest.not_before);
+        properties.expires_on = properties.expires_on.or(latest.expires_on);
+    }
     let imported = latest.tags.get(IMPORTED_MATERIAL_TAG).map(String::as_str);
     let tags = desired_tags(input, imported);
     let observed_tags: BTreeMap<String, String> = latest

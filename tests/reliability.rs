@@ -44,6 +44,7 @@ const PERMITTED_OPERATIONS: &[&str] = &[
     "list_versions",
     "get_rotation_policy",
     "get_deleted_key",
+    "recover_deleted_key",
     "create_key",
     "import_key",
     "update_key",
@@ -57,15 +58,6 @@ const POLICY: &str = "  rotationPolicy:\n    expiresIn: P90D\n    lifetimeAction
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture readable")
-}
-
-/// The emulator's name for a vault URL of the environment.
-fn vault_name(env: &Env, url: &str) -> &'static str {
-    if url == env.purgeable_vault_url {
-        "purgeable"
-    } else {
-        "default"
-    }
 }
 
 /// An EC key, as made in a vault behind the operator's back.

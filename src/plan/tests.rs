@@ -1034,10 +1034,12 @@ fn key_operations_never_drift_when_the_spec_leaves_them_to_the_vault() {
 
 #[test]
 fn changed_or_missing_not_before_is_corrected() {
+    // Both dates travel together: some vaults clear the one a PATCH leaves out.
     let expected = update(
         &["notBefore"],
         KeyProperties {
             not_before: Some(t("2026-01-01T00:00:00Z")),
+            expires_on: Some(t("2027-01-01T00:00:00Z")),
             ..Default::default()
         },
     );
@@ -1060,6 +1062,7 @@ fn changed_or_missing_expiry_is_corrected() {
     let expected = update(
         &["expiresOn"],
         KeyProperties {
+            not_before: Some(t("2026-01-01T00:00:00Z")),
             expires_on: Some(t("2027-01-01T00:00:00Z")),
             ..Default::default()
         },
@@ -1068,6 +1071,22 @@ fn changed_or_missing_expiry_is_corrected() {
     missing.0.expires_on = None;
     for key in [drift_spec_key().expires("2028-01-01T00:00:00Z"), missing] {
         assert_eq!(drift_plan(key), steps(vec![expected.clone()]));
+    }
+}
+
+#[test]
+fn a_date_correction_carries_the_vaults_other_date_as_it_is() {
+    let scenario = given(
+        "{vaultUrl: https://v.vault.azure.net, keyType: RSA, attributes: {notBefore: '2026-01-01T00:00:00Z'}}",
+    )
+    .with_key(rsa_key().expires("2026-06-01T00:00:00Z"));
+    match scenario.steps().as_slice() {
+        [Step::UpdateProperties { properties, drift, .. }] => {
+            assert_eq!(drift, &vec!["notBefore"]);
+            assert_eq!(properties.not_before, Some(t("2026-01-01T00:00:00Z")));
+            assert_eq!(properties.expires_on, Some(t("2026-06-01T00:00:00Z")));
+        }
+        steps => panic!("expected one correction, got {steps:?}"),
     }
 }
 

@@ -361,6 +361,53 @@ impl Drop for FaultInjection {
     }
 }
 
+/// A dialect of Key Vault spoken by one emulator vault (see tests/kv-emulator/README.md),
+/// switched back to the default when dropped (also when the test panics).
+pub struct Dialect {
+    admin: String,
+    vault: &'static str,
+}
+
+impl Dialect {
+    pub async fn on(env: &Env, vault: &'static str, dialect: Value) -> Dialect {
+        let guard = Dialect {
+            admin: env.emulator_admin.clone(),
+            vault,
+        };
+        let response = reqwest::Client::new()
+            .put(format!("{}/dialect?vault={vault}", env.emulator_admin))
+            .header("content-type", "application/json")
+            .body(dialect.to_string())
+            .send()
+            .await
+            .expect("emulator admin reachable");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "PUT /dialect {dialect}: {status} {body}");
+        guard
+    }
+
+    pub fn off(&self) {
+        let path = format!("/dialect?vault={}", self.vault);
+        let _ = admin_blocking(&self.admin, "DELETE", &path, "");
+    }
+}
+
+impl Drop for Dialect {
+    fn drop(&mut self) {
+        self.off();
+    }
+}
+
+/// The emulator's name for a vault URL of the environment.
+pub fn vault_name(env: &Env, url: &str) -> &'static str {
+    if url == env.purgeable_vault_url {
+        "purgeable"
+    } else {
+        "default"
+    }
+}
+
 /// Switches faults off without a guard (a test that starts while a crashed earlier run left
 /// them on).
 pub fn faults_off(env: &Env) {
