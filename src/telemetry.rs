@@ -1,5 +1,7 @@
 //! Logs and Prometheus metrics.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,12 +26,25 @@ pub fn init_logging(level: &str, format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_current_span(true))
+            .with(fmt::layer().json().with_ansi(false).with_current_span(true))
             .init(),
-        LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .init(),
+        LogFormat::Text => {
+            // Text logs go to stderr; colour them only when that is a terminal.
+            let ansi = use_ansi(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            );
+            registry
+                .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
+                .init()
+        }
     }
+}
+
+/// Whether text logs carry ANSI colours: only on a terminal (in a pod, `kubectl logs` would
+/// show the escape codes), and not when `NO_COLOR` is set to a non-empty value.
+pub fn use_ansi(to_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    to_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -227,5 +242,19 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_ansi(true, None));
+        assert!(use_ansi(true, Some(OsStr::new(""))));
+        assert!(!use_ansi(true, Some(OsStr::new("1"))));
+        assert!(!use_ansi(false, None));
+        assert!(!use_ansi(false, Some(OsStr::new(""))));
     }
 }

@@ -227,7 +227,7 @@ impl AzureVault {
                     VaultErrorKind::Timeout,
                     operation,
                     format!(
-                        "no answer from {} within {:?}; the outcome is unknown",
+                        "no answer from {} within {:?}, so the outcome is unknown; if this persists, check network policy and firewall rules that drop (not refuse) traffic to the vault, and the vault's health",
                         self.vault_url, self.timeout
                     ),
                 ))
@@ -238,7 +238,7 @@ impl AzureVault {
                 Ok(value)
             }
             Ok(Err(err)) => {
-                let error = classify(operation, &err);
+                let error = classify(operation, &self.vault_url, &err);
                 let status = error
                     .status
                     .map_or_else(|| "transport".to_owned(), |s| s.to_string());
@@ -789,8 +789,9 @@ fn observed_key(operation: Operation, key: &Key) -> VaultResult<ObservedKey> {
     })
 }
 
-/// Maps an SDK error to a [`VaultError`]. Request bodies are never part of the message.
-fn classify(operation: Operation, err: &azure_core::Error) -> VaultError {
+/// Maps an SDK error to a [`VaultError`]. Request bodies are never part of the message, and
+/// neither is the SDK's own text for transport failures (it names only `reqwest`).
+fn classify(operation: Operation, vault_url: &str, err: &azure_core::Error) -> VaultError {
     use azure_core::error::ErrorKind;
     match err.kind() {
         ErrorKind::HttpResponse {
@@ -798,11 +799,16 @@ fn classify(operation: Operation, err: &azure_core::Error) -> VaultError {
             error_code,
             raw_response,
         } => {
-            let body = raw_response
-                .as_ref()
-                .map(|r| String::from_utf8_lossy(r.body()).into_owned());
-            let (inner_code, message) = body.as_deref().map(error_details).unwrap_or_default();
-            let code = inner_code.or_else(|| error_code.clone());
+            let body = raw_response.as_ref().map(|r| r.body().as_ref());
+            let (inner_code, message) = body
+                .map(|b| error_details(&String::from_utf8_lossy(b)))
+                .unwrap_or_default();
+            // Without a Key Vault body the SDK makes the status itself the code ("500").
+            let code = inner_code.or_else(|| {
+                error_code
+                    .clone()
+                    .filter(|c| c.parse::<u16>().ok() != Some(u16::from(*status)))
+            });
             let retry_after = raw_response
                 .as_ref()
                 .and_then(|r| {
@@ -826,25 +832,228 @@ fn classify(operation: Operation, err: &azure_core::Error) -> VaultError {
                 s if u16::from(s) >= 500 => VaultErrorKind::ServerError,
                 _ => VaultErrorKind::Other,
             };
-            VaultError {
-                kind,
-                operation,
-                status: Some(u16::from(*status)),
-                code,
-                message: message.unwrap_or_else(|| format!("HTTP {}", u16::from(*status))),
-            }
+            let message = message
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or_else(|| foreign_body_message(*status, body.unwrap_or_default()));
+            VaultError::http(kind, operation, u16::from(*status), code, message)
         }
-        ErrorKind::Io | ErrorKind::Connection => VaultError::new(
-            VaultErrorKind::Unreachable,
-            operation,
-            format!("cannot reach the vault: {err}"),
-        ),
+        ErrorKind::Io | ErrorKind::Connection => {
+            let (kind, message) = transport_failure(err).describe(vault_url);
+            VaultError::new(kind, operation, message)
+        }
         ErrorKind::Credential => VaultError::new(
             VaultErrorKind::Forbidden,
             operation,
             format!("could not get a token for Key Vault: {err}"),
         ),
         _ => VaultError::new(VaultErrorKind::Other, operation, err.to_string()),
+    }
+}
+
+/// An error answer whose body is not Key Vault's JSON error (a proxy, gateway or load
+/// balancer page): the reason phrase and a short, sanitised extract of the body.
+fn foreign_body_message(status: StatusCode, body: &[u8]) -> String {
+    let reason = status.canonical_reason();
+    let snippet = super::message::body_snippet(body);
+    if snippet.is_empty() {
+        format!("{reason} (empty body)")
+    } else {
+        format!("{reason}; the body is not a Key Vault error: \"{snippet}\"")
+    }
+}
+
+/// What failed on the way to the vault, read from the error's `source()` chain
+/// (azure_core → reqwest → hyper-util → io / rustls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TransportFailure {
+    /// The resolver's own words, e.g. "Name or service not known".
+    Dns(String),
+    Refused,
+    /// Reset or closed; `sent` when the request may already have reached the vault.
+    Reset {
+        sent: bool,
+    },
+    ConnectTimeout,
+    /// An answer did not come within the HTTP client's read timeout.
+    ReadTimeout,
+    TlsUntrusted(String),
+    TlsNameMismatch,
+    TlsValidity(String),
+    TlsHandshake(String),
+    Other {
+        sent: bool,
+        detail: String,
+    },
+}
+
+/// The error and its causes, outermost first. `io::Error::source` skips the error it wraps
+/// (rustls puts its error there), so that one is taken with `get_ref`.
+fn error_chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut chain = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        chain.push(e);
+        if chain.len() >= 32 {
+            break;
+        }
+        let wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        next = wrapped.or_else(|| e.source());
+    }
+    chain
+}
+
+fn transport_failure(err: &(dyn std::error::Error + 'static)) -> TransportFailure {
+    use rustls::CertificateError as Cert;
+    use std::io::ErrorKind as Io;
+    let chain = error_chain(err);
+    let reqwest = chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<reqwest::Error>());
+    // Whether the failure came while connecting (TCP or TLS): then nothing was sent.
+    let connecting = reqwest.is_none_or(reqwest::Error::is_connect);
+    let innermost = chain.last().map(|e| e.to_string()).unwrap_or_default();
+
+    if let Some(tls) = chain.iter().find_map(|e| e.downcast_ref::<rustls::Error>()) {
+        return match tls {
+            rustls::Error::InvalidCertificate(cert) => match cert {
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                    TransportFailure::TlsNameMismatch
+                }
+                Cert::Expired
+                | Cert::ExpiredContext { .. }
+                | Cert::NotValidYet
+                | Cert::NotValidYetContext { .. } => {
+                    TransportFailure::TlsValidity(short_cert_error(cert))
+                }
+                _ => TransportFailure::TlsUntrusted(short_cert_error(cert)),
+            },
+            other => TransportFailure::TlsHandshake(other.to_string()),
+        };
+    }
+    // reqwest marks resolver failures; hyper-util calls them "dns error".
+    if reqwest.is_some_and(reqwest::Error::is_dns)
+        || chain.iter().any(|e| e.to_string() == "dns error")
+    {
+        let detail = innermost
+            .trim_start_matches("failed to lookup address information: ")
+            .to_owned();
+        return TransportFailure::Dns(detail);
+    }
+    if reqwest.is_some_and(reqwest::Error::is_timeout)
+        || chain
+            .iter()
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|io| io.kind() == Io::TimedOut)
+    {
+        return if connecting {
+            TransportFailure::ConnectTimeout
+        } else {
+            TransportFailure::ReadTimeout
+        };
+    }
+    let io_kind = chain
+        .iter()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
+        .next();
+    match io_kind {
+        Some(Io::ConnectionRefused) => TransportFailure::Refused,
+        Some(Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof) => {
+            TransportFailure::Reset { sent: !connecting }
+        }
+        _ if chain.iter().any(|e| {
+            // hyper's own words when the peer closes without answering.
+            let text = e.to_string();
+            text.contains("connection closed before message completed")
+                || text.contains("IncompleteMessage")
+        }) =>
+        {
+            TransportFailure::Reset { sent: !connecting }
+        }
+        _ => TransportFailure::Other {
+            sent: !connecting,
+            detail: innermost,
+        },
+    }
+}
+
+/// A certificate problem in a few words ("UnknownIssuer", "Expired").
+fn short_cert_error(cert: &rustls::CertificateError) -> String {
+    let debug = format!("{cert:?}");
+    // Context variants carry times and names; the variant name is what stays the same.
+    debug
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `host:port` of a vault URL, for messages.
+fn endpoint(vault_url: &str) -> (String, String) {
+    match url::Url::parse(vault_url) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or(vault_url).to_owned();
+            let port = url.port_or_known_default().unwrap_or(443);
+            (host.clone(), format!("{host}:{port}"))
+        }
+        Err(_) => (vault_url.to_owned(), vault_url.to_owned()),
+    }
+}
+
+impl TransportFailure {
+    /// The error kind, and a message saying what failed and what to check.
+    fn describe(&self, vault_url: &str) -> (VaultErrorKind, String) {
+        let (host, hp) = endpoint(vault_url);
+        let unreachable = |m: String| (VaultErrorKind::Unreachable, m);
+        match self {
+            TransportFailure::Dns(detail) => unreachable(format!(
+                "DNS lookup of {host} failed ({detail}): check the vaultUrl spelling and that the cluster's DNS resolves it; for a vault behind a private endpoint, the private DNS zone (privatelink.vaultcore.azure.net) must be linked to the cluster's network"
+            )),
+            TransportFailure::Refused => unreachable(format!(
+                "connection to {hp} refused: check the vaultUrl (host and port), and any network policy, firewall or proxy between the cluster and the vault"
+            )),
+            TransportFailure::Reset { sent: false } => unreachable(format!(
+                "connection to {hp} was closed or reset before the request was sent: a network policy, firewall or proxy may be cutting it; check those and the vault's networking (public access, private endpoint)"
+            )),
+            TransportFailure::Reset { sent: true } => unreachable(format!(
+                "connection to {hp} was closed or reset before an answer came, so the outcome is unknown: a network policy, firewall or proxy may be cutting it; check those and the vault's networking (public access, private endpoint)"
+            )),
+            TransportFailure::ConnectTimeout => unreachable(format!(
+                "connecting to {hp} timed out, nothing was sent: check network policy and firewall egress to the vault, and for a private endpoint that {host} resolves to its private IP and the route to it is open"
+            )),
+            TransportFailure::ReadTimeout => (
+                VaultErrorKind::Timeout,
+                format!(
+                    "no answer from {hp} within the HTTP client's read timeout; the outcome is unknown"
+                ),
+            ),
+            TransportFailure::TlsUntrusted(detail) => unreachable(format!(
+                "TLS with {hp} failed: its certificate is not trusted ({detail}); a TLS-inspecting proxy or firewall may be in the way (its CA must then be trusted), or the vaultUrl does not point at Key Vault"
+            )),
+            TransportFailure::TlsNameMismatch => unreachable(format!(
+                "TLS with {hp} failed: its certificate is not valid for {host}; check the vaultUrl spelling (https://<vault>.vault.azure.net) and, for a private endpoint, that {host} resolves to the vault's private endpoint and not to another service"
+            )),
+            TransportFailure::TlsValidity(detail) => unreachable(format!(
+                "TLS with {hp} failed: its certificate is outside its validity period ({detail}); check the node's clock and any TLS-inspecting proxy"
+            )),
+            TransportFailure::TlsHandshake(detail) => unreachable(format!(
+                "TLS handshake with {hp} failed ({detail}): check that the vaultUrl is https:// on a port that speaks HTTPS, and that no proxy or firewall interferes"
+            )),
+            TransportFailure::Other {
+                sent: false,
+                detail,
+            } => unreachable(format!(
+                "cannot connect to {hp} ({detail}): check the vaultUrl, network policy, firewall and, for a private endpoint, private DNS"
+            )),
+            TransportFailure::Other { sent: true, detail } => unreachable(format!(
+                "the connection to {hp} failed before an answer came ({detail}), so the outcome is unknown"
+            )),
+        }
     }
 }
 
@@ -869,6 +1078,403 @@ fn error_details(body: &str) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Failures produced by the operator's own client (the provider `main` builds, with the
+    /// emulator credential) against loopback servers: what an operator would see.
+    mod real_failures {
+        use std::net::SocketAddr;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{TcpListener, TcpStream};
+        use tokio_rustls::TlsAcceptor;
+        use tokio_rustls::rustls::ServerConfig;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+        use super::*;
+
+        fn vault(
+            url: &str,
+            timeout: Duration,
+            extra_root_pem: Option<Vec<u8>>,
+        ) -> Arc<dyn KeyVault> {
+            let settings = ClientSettings {
+                request_timeout: timeout,
+                extra_root_pem,
+                verify_challenge_resource: false,
+                limits: super::super::super::budget::Limits::default(),
+            };
+            let credential =
+                credential(&CredentialSource::EmulatorStaticToken("token".into())).unwrap();
+            AzureVaultProvider::new(credential, settings, Arc::new(Metrics::new()))
+                .unwrap()
+                .vault(url)
+                .unwrap()
+        }
+
+        /// Two attempts of the same read: the failure must read the same both times.
+        async fn fail_twice(vault: &dyn KeyVault) -> VaultError {
+            let first = vault.get_key("k").await.expect_err("must fail");
+            let second = vault.get_key("k").await.expect_err("must fail");
+            assert_eq!(
+                first.to_string(),
+                second.to_string(),
+                "same failure, same message"
+            );
+            assert_eq!(first.kind, second.kind);
+            first
+        }
+
+        async fn listener() -> (TcpListener, SocketAddr) {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            (listener, addr)
+        }
+
+        /// Reads one request's head (the reads here send no body).
+        async fn read_head<S: AsyncReadExt + Unpin>(stream: &mut S) {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
+
+        /// A CA and a server configuration for a leaf certificate naming `names`, signed by it.
+        fn ca_and_server(names: &[&str]) -> (Vec<u8>, ServerConfig) {
+            let ca_key = KeyPair::generate().unwrap();
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+            let issuer = Issuer::new(ca_params, ca_key);
+            let key = KeyPair::generate().unwrap();
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (
+                ca_cert.pem().into_bytes(),
+                server_config(cert.der().clone(), &key),
+            )
+        }
+
+        /// An HTTPS server (its CA returned) answering request `n` (from 0) with `answer(n)`
+        /// and closing: the operator refuses to send a token over plain HTTP.
+        async fn https_server(
+            answer: impl Fn(usize) -> (u16, &'static str, &'static str, String) + Send + Sync + 'static,
+        ) -> (SocketAddr, Vec<u8>) {
+            let (ca_pem, config) = ca_and_server(&["127.0.0.1"]);
+            let acceptor = TlsAcceptor::from(Arc::new(config));
+            let (listener, addr) = listener().await;
+            let count = AtomicUsize::new(0);
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        continue;
+                    };
+                    read_head(&mut stream).await;
+                    let n = count.fetch_add(1, Ordering::SeqCst);
+                    let (status, reason, content_type, body) = answer(n);
+                    let response = format!(
+                        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\nx-ms-request-id: {n}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                }
+            });
+            (addr, ca_pem)
+        }
+
+        /// A TLS server with the given configuration; the handshake is what the tests see.
+        async fn tls_server(config: ServerConfig) -> SocketAddr {
+            let (listener, addr) = listener().await;
+            let acceptor = TlsAcceptor::from(Arc::new(config));
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let _ = acceptor.accept(stream).await;
+                }
+            });
+            addr
+        }
+
+        fn server_config(cert: CertificateDer<'static>, key: &KeyPair) -> ServerConfig {
+            let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+            ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                )
+                .unwrap()
+        }
+
+        #[tokio::test]
+        async fn refused_connection_names_host_and_what_to_check() {
+            let (listener, addr) = listener().await;
+            drop(listener);
+            let url = format!("https://{addr}");
+            let e = fail_twice(&*vault(&url, Duration::from_secs(10), None)).await;
+            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert_eq!(e.status, None);
+            assert_eq!(
+                e.message,
+                format!(
+                    "connection to {addr} refused: check the vaultUrl (host and port), and any network policy, firewall or proxy between the cluster and the vault"
+                )
+            );
+        }
+
+        #[tokio::test]
+        async fn silent_server_is_a_timeout_with_unknown_outcome() {
+            let (listener, addr) = listener().await;
+            tokio::spawn(async move {
+                let mut held: Vec<TcpStream> = Vec::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    held.push(stream);
+                }
+            });
+            // The TLS handshake is never answered.
+            let url = format!("https://{addr}");
+            let e = fail_twice(&*vault(&url, Duration::from_millis(300), None)).await;
+            assert_eq!(e.kind, VaultErrorKind::Timeout);
+            assert!(
+                e.message.starts_with(&format!(
+                    "no answer from {url} within 300ms, so the outcome is unknown"
+                )),
+                "{e}"
+            );
+        }
+
+        #[tokio::test]
+        async fn untrusted_certificate_is_a_tls_failure() {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let addr = tls_server(server_config(cert.der().clone(), &key)).await;
+            let url = format!("https://{addr}");
+            let e = fail_twice(&*vault(&url, Duration::from_secs(10), None)).await;
+            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert!(
+                e.message.starts_with(&format!(
+                    "TLS with {addr} failed: its certificate is not trusted (UnknownIssuer)"
+                )),
+                "{e}"
+            );
+        }
+
+        #[tokio::test]
+        async fn certificate_for_another_name_is_a_name_mismatch() {
+            let (ca_pem, config) = ca_and_server(&["other-vault.vault.azure.net"]);
+            let addr = tls_server(config).await;
+            let url = format!("https://{addr}");
+            let e = fail_twice(&*vault(&url, Duration::from_secs(10), Some(ca_pem))).await;
+            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert!(
+                e.message.starts_with(&format!(
+                    "TLS with {addr} failed: its certificate is not valid for {}",
+                    addr.ip()
+                )),
+                "{e}"
+            );
+        }
+
+        #[tokio::test]
+        async fn plain_http_on_an_https_url_is_a_handshake_failure() {
+            let (listener, addr) = listener().await;
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    let _ = stream.shutdown().await;
+                }
+            });
+            let url = format!("https://{addr}");
+            let e = fail_twice(&*vault(&url, Duration::from_secs(10), None)).await;
+            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert!(
+                e.message
+                    .starts_with(&format!("TLS handshake with {addr} failed (")),
+                "{e}"
+            );
+        }
+
+        #[tokio::test]
+        async fn html_error_page_gives_reason_and_a_clean_snippet() {
+            // A gateway page naming a fresh request id and time on every answer.
+            let (addr, ca_pem) = https_server(|n| {
+                (
+                    502,
+                    "Bad Gateway",
+                    "text/html",
+                    format!(
+                        "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<p>Request ID: {n:08x}-1d2b-4b7a-9f3e-2a1b0c9d8e7f at 2025-01-0{}T10:00:00Z</p>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+                        n + 1
+                    ),
+                )
+            })
+            .await;
+            let url = format!("https://{addr}");
+            let e = fail_twice(&*vault(&url, Duration::from_secs(10), Some(ca_pem))).await;
+            assert_eq!(e.kind, VaultErrorKind::ServerError);
+            assert_eq!(e.status, Some(502));
+            assert_eq!(e.code, None);
+            assert_eq!(
+                e.to_string(),
+                "get_key failed with HTTP 502: Bad Gateway; the body is not a Key Vault error: \"502 Bad Gateway 502 Bad Gateway Request ID: <id> at <time> nginx\""
+            );
+        }
+
+        #[tokio::test]
+        async fn plain_500_with_a_long_body_is_bounded() {
+            let (addr, ca_pem) = https_server(|_| {
+                (
+                    500,
+                    "Internal Server Error",
+                    "text/plain",
+                    "boom\u{1b}[31m ".repeat(100),
+                )
+            })
+            .await;
+            let e = fail_twice(&*vault(
+                &format!("https://{addr}"),
+                Duration::from_secs(10),
+                Some(ca_pem),
+            ))
+            .await;
+            assert_eq!(e.kind, VaultErrorKind::ServerError);
+            assert!(
+                e.message.starts_with(
+                    "Internal Server Error; the body is not a Key Vault error: \"boom[31m boom[31m"
+                ),
+                "{e}"
+            );
+            assert!(!e.message.contains('\u{1b}'));
+            assert!(e.message.chars().count() < 300, "{e}");
+        }
+
+        #[tokio::test]
+        async fn conflict_with_a_random_id_reads_the_same_each_time() {
+            // Lowkey Vault style: a fresh id in each 409 message.
+            let (addr, ca_pem) = https_server(|n| {
+                (
+                    409,
+                    "Conflict",
+                    "application/json",
+                    format!(
+                        r#"{{"error":{{"code":"Conflict","message":"Key k is in a deleted but recoverable state (request id {n:032x}, correlation: {n:08x}-aaaa-4bbb-8ccc-dddddddddddd)","innererror":{{"code":"ObjectIsDeletedButRecoverable"}}}}}}"#
+                    ),
+                )
+            })
+            .await;
+            let e = fail_twice(&*vault(
+                &format!("https://{addr}"),
+                Duration::from_secs(10),
+                Some(ca_pem),
+            ))
+            .await;
+            assert_eq!(e.kind, VaultErrorKind::DeletedButRecoverable);
+            assert_eq!(e.code.as_deref(), Some("ObjectIsDeletedButRecoverable"));
+            assert_eq!(
+                e.message,
+                "Key k is in a deleted but recoverable state (request id <id>, correlation: <id>)"
+            );
+        }
+    }
+
+    /// Constructed chains for what loopback cannot produce without leaving the machine.
+    mod constructed_chains {
+        use super::*;
+
+        /// hyper-util's resolver error: "dns error" around the resolver's io::Error.
+        #[derive(Debug)]
+        struct DnsError(std::io::Error);
+        impl std::fmt::Display for DnsError {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dns error")
+            }
+        }
+        impl std::error::Error for DnsError {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+
+        fn sdk_error(
+            kind: azure_core::error::ErrorKind,
+            inner: impl std::error::Error + Send + Sync + 'static,
+        ) -> azure_core::Error {
+            azure_core::Error::with_error(kind, inner, "failed to execute `reqwest` request")
+        }
+
+        #[test]
+        fn dns_failure_points_at_spelling_and_private_dns() {
+            let err = sdk_error(
+                azure_core::error::ErrorKind::Connection,
+                DnsError(std::io::Error::other(
+                    "failed to lookup address information: Name or service not known",
+                )),
+            );
+            let e = classify(Operation::GetKey, "https://my-vualt.vault.azure.net", &err);
+            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert_eq!(
+                e.to_string(),
+                "get_key failed: DNS lookup of my-vualt.vault.azure.net failed (Name or service not known): check the vaultUrl spelling and that the cluster's DNS resolves it; for a vault behind a private endpoint, the private DNS zone (privatelink.vaultcore.azure.net) must be linked to the cluster's network"
+            );
+        }
+
+        #[test]
+        fn connect_timeout_is_unreachable_and_nothing_was_sent() {
+            let err = sdk_error(
+                azure_core::error::ErrorKind::Connection,
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"),
+            );
+            let e = classify(Operation::CreateKey, "https://v.vault.azure.net/", &err);
+            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert!(
+                e.message
+                    .starts_with("connecting to v.vault.azure.net:443 timed out, nothing was sent"),
+                "{e}"
+            );
+        }
+
+        #[test]
+        fn tls_error_wrapped_in_io_error_is_found() {
+            // tokio-rustls hands rustls errors up inside an io::Error, whose source() skips them.
+            let err = sdk_error(
+                azure_core::error::ErrorKind::Connection,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+                ),
+            );
+            let e = classify(Operation::GetKey, "https://v.vault.azure.net", &err);
+            assert!(e.message.starts_with("TLS with v.vault.azure.net:443 failed: its certificate is outside its validity period (Expired)"), "{e}");
+        }
+
+        #[test]
+        fn sdk_text_with_ids_is_masked() {
+            let err = azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                "ClientSecretCredential authentication failed. AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 0c5c8a0e-1d2b-4b7a-9f3e-2a1b0c9d8e7f\r\nCorrelation ID: 5b2f9c1e-7a3d-4e8b-b6c5-1d0e9f8a7b6c\r\nTimestamp: 2024-05-01 12:34:56Z",
+            );
+            let e = classify(Operation::GetKey, "https://v.vault.azure.net", &err);
+            assert_eq!(
+                e.message,
+                "could not get a token for Key Vault: ClientSecretCredential authentication failed. AADSTS7000215: Invalid client secret provided. Trace ID: <id> Correlation ID: <id> Timestamp: <time>"
+            );
+        }
+    }
 
     #[test]
     fn innermost_error_code_wins() {

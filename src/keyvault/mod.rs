@@ -3,6 +3,7 @@
 
 pub mod azure;
 pub mod budget;
+pub mod message;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -127,7 +128,8 @@ pub enum VaultErrorKind {
     Rejected,
     /// 5xx: retry with backoff.
     ServerError,
-    /// DNS, TLS or connection failure: the vault cannot be reached.
+    /// DNS, TLS or connection failure: the vault cannot be reached. The message says which
+    /// (DNS, refused, reset, TLS certificate or handshake, connect timeout) and what to check.
     Unreachable,
     /// No answer in time: the outcome is unknown, so the next attempt re-reads first.
     Timeout,
@@ -141,7 +143,8 @@ pub struct VaultError {
     pub status: Option<u16>,
     /// Key Vault's error code (innermost), e.g. `ObjectIsDeletedButRecoverable`.
     pub code: Option<String>,
-    /// Key Vault's message, or the transport error. Never contains request bodies.
+    /// Key Vault's message, or what failed on the way to it. Never contains request bodies,
+    /// and is the same on each attempt for the same failure (see [`message::stable_message`]).
     pub message: String,
 }
 
@@ -159,13 +162,30 @@ impl fmt::Display for VaultError {
 }
 
 impl VaultError {
+    /// Every message goes through [`message::stable_message`]: request ids, timestamps and
+    /// random ids are masked so that an unchanged failure reads the same on each attempt.
     pub fn new(kind: VaultErrorKind, operation: Operation, message: impl Into<String>) -> Self {
         VaultError {
             kind,
             operation,
             status: None,
             code: None,
-            message: message.into(),
+            message: message::stable_message(&message.into()),
+        }
+    }
+
+    /// An error answer from the vault.
+    pub fn http(
+        kind: VaultErrorKind,
+        operation: Operation,
+        status: u16,
+        code: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        VaultError {
+            status: Some(status),
+            code: code.map(|c| message::stable_message(&c)),
+            ..VaultError::new(kind, operation, message)
         }
     }
 }
