@@ -13,10 +13,11 @@
 -- The message is the Ready condition's message.
 
 -- Ready=False reasons that clear without a change to the spec (see reason_for in
--- src/controller.rs).
+-- src/controller/failure.rs).
 local transient = {
   Throttled = true,
   Paced = true,
+  Recovering = true,
   VaultTimeout = true,
   VaultServerError = true,
   VaultConflict = true,

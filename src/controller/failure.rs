@@ -34,6 +34,7 @@ pub fn reason_for(kind: &VaultErrorKind) -> &'static str {
         VaultErrorKind::Rejected => "VaultRejected",
         VaultErrorKind::ServerError => "VaultServerError",
         VaultErrorKind::Unreachable => "VaultUnreachable",
+        VaultErrorKind::Tls => "VaultTlsError",
         VaultErrorKind::Timeout => "VaultTimeout",
         VaultErrorKind::Other => "VaultError",
     }
@@ -89,7 +90,6 @@ impl Failure {
                     "the operator's identity may not perform {} on {vault}: grant it the Key Vault Crypto Officer role or the matching access policy ({e})",
                     e.operation.as_str()
                 ),
-                VaultErrorKind::Unreachable => format!("{vault} cannot be reached: {e}"),
                 VaultErrorKind::Paced { .. } => {
                     format!("{vault}: {} {}", e.operation.as_str(), e.message)
                 }

@@ -1010,6 +1010,7 @@ impl TransportFailure {
     fn describe(&self, vault_url: &str) -> (VaultErrorKind, String) {
         let (host, hp) = endpoint(vault_url);
         let unreachable = |m: String| (VaultErrorKind::Unreachable, m);
+        let tls = |m: String| (VaultErrorKind::Tls, m);
         match self {
             TransportFailure::Dns(detail) => unreachable(format!(
                 "DNS lookup of {host} failed ({detail}): check the vaultUrl spelling and that the cluster's DNS resolves it; for a vault behind a private endpoint, the private DNS zone (privatelink.vaultcore.azure.net) must be linked to the cluster's network"
@@ -1032,16 +1033,16 @@ impl TransportFailure {
                     "no answer from {hp} within the HTTP client's read timeout; the outcome is unknown"
                 ),
             ),
-            TransportFailure::TlsUntrusted(detail) => unreachable(format!(
+            TransportFailure::TlsUntrusted(detail) => tls(format!(
                 "TLS with {hp} failed: its certificate is not trusted ({detail}); a TLS-inspecting proxy or firewall may be in the way (its CA must then be trusted), or the vaultUrl does not point at Key Vault"
             )),
-            TransportFailure::TlsNameMismatch => unreachable(format!(
+            TransportFailure::TlsNameMismatch => tls(format!(
                 "TLS with {hp} failed: its certificate is not valid for {host}; check the vaultUrl spelling (https://<vault>.vault.azure.net) and, for a private endpoint, that {host} resolves to the vault's private endpoint and not to another service"
             )),
-            TransportFailure::TlsValidity(detail) => unreachable(format!(
+            TransportFailure::TlsValidity(detail) => tls(format!(
                 "TLS with {hp} failed: its certificate is outside its validity period ({detail}); check the node's clock and any TLS-inspecting proxy"
             )),
-            TransportFailure::TlsHandshake(detail) => unreachable(format!(
+            TransportFailure::TlsHandshake(detail) => tls(format!(
                 "TLS handshake with {hp} failed ({detail}): check that the vaultUrl is https:// on a port that speaks HTTPS, and that no proxy or firewall interferes"
             )),
             TransportFailure::Other {
@@ -1263,7 +1264,7 @@ mod tests {
             let addr = tls_server(server_config(cert.der().clone(), &key)).await;
             let url = format!("https://{addr}");
             let e = fail_twice(&*vault(&url, Duration::from_secs(10), None)).await;
-            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert_eq!(e.kind, VaultErrorKind::Tls);
             assert!(
                 e.message.starts_with(&format!(
                     "TLS with {addr} failed: its certificate is not trusted (UnknownIssuer)"
@@ -1278,7 +1279,7 @@ mod tests {
             let addr = tls_server(config).await;
             let url = format!("https://{addr}");
             let e = fail_twice(&*vault(&url, Duration::from_secs(10), Some(ca_pem))).await;
-            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert_eq!(e.kind, VaultErrorKind::Tls);
             assert!(
                 e.message.starts_with(&format!(
                     "TLS with {addr} failed: its certificate is not valid for {}",
@@ -1301,7 +1302,7 @@ mod tests {
             });
             let url = format!("https://{addr}");
             let e = fail_twice(&*vault(&url, Duration::from_secs(10), None)).await;
-            assert_eq!(e.kind, VaultErrorKind::Unreachable);
+            assert_eq!(e.kind, VaultErrorKind::Tls);
             assert!(
                 e.message
                     .starts_with(&format!("TLS handshake with {addr} failed (")),

@@ -128,9 +128,12 @@ pub enum VaultErrorKind {
     Rejected,
     /// 5xx: retry with backoff.
     ServerError,
-    /// DNS, TLS or connection failure: the vault cannot be reached. The message says which
-    /// (DNS, refused, reset, TLS certificate or handshake, connect timeout) and what to check.
+    /// DNS or connection failure: the vault cannot be reached. The message says which (DNS,
+    /// refused, reset, connect timeout) and what to check.
     Unreachable,
+    /// The TLS handshake failed (an untrusted or wrong certificate, a port that does not speak
+    /// TLS); the message says which and what to check.
+    Tls,
     /// No answer in time: the outcome is unknown, so the next attempt re-reads first.
     Timeout,
     Other,

@@ -1081,7 +1081,11 @@ fn a_date_correction_carries_the_vaults_other_date_as_it_is() {
     )
     .with_key(rsa_key().expires("2026-06-01T00:00:00Z"));
     match scenario.steps().as_slice() {
-        [Step::UpdateProperties { properties, drift, .. }] => {
+        [
+            Step::UpdateProperties {
+                properties, drift, ..
+            },
+        ] => {
             assert_eq!(drift, &vec!["notBefore"]);
             assert_eq!(properties.not_before, Some(t("2026-01-01T00:00:00Z")));
             assert_eq!(properties.expires_on, Some(t("2026-06-01T00:00:00Z")));

@@ -383,7 +383,10 @@ impl Dialect {
             .expect("emulator admin reachable");
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "PUT /dialect {dialect}: {status} {body}");
+        assert!(
+            status.is_success(),
+            "PUT /dialect {dialect}: {status} {body}"
+        );
         guard
     }
 
