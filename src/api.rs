@@ -19,8 +19,26 @@ pub const OWNER_UID_TAG: &str = "vaultkey.dev/owner-uid";
 /// Tag holding the thumbprint of the public part of the last imported material; written in
 /// the same call as the import, so the vault itself records what was imported.
 pub const IMPORTED_MATERIAL_TAG: &str = "vaultkey.dev/imported-material";
-/// Prefix reserved for the operator's own tags; users cannot set tags under it.
+/// Prefix reserved for the operator's own tags; users cannot set tags under it, in any letter
+/// case (Key Vault tag names are case-insensitive).
 pub const RESERVED_TAG_PREFIX: &str = "vaultkey.dev/";
+/// Key Vault's limits on one tag.
+pub const MAX_TAG_NAME_LEN: usize = 512;
+pub const MAX_TAG_VALUE_LEN: usize = 256;
+
+/// RFC 3339 date-times as both the API server and our parsers (chrono for the spec, jiff for
+/// `metav1.Time` in the status) accept them. The API server's `date-time` format alone also
+/// admits times without an offset, offsets such as `+99:99`, any separator before the fraction,
+/// trailing text after a second `t`, and the year 9999, which `jiff::Timestamp` cannot hold
+/// past 9999-12-30: an object carrying one of those could not be decoded at all.
+pub const DATE_TIME_PATTERN: &str = r"^([0-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
+/// ISO-8601 periods as [`crate::period::Period`] parses them: whole years, months, weeks and
+/// days in that order, up to 6 digits each (with `minLength: 3`, at least one of them).
+pub const PERIOD_PATTERN: &str = r"^P([0-9]{1,6}Y)?([0-9]{1,6}M)?([0-9]{1,6}W)?([0-9]{1,6}D)?$";
+/// Upper bound of the int64 fields: the largest integer a float64 holds exactly. The API
+/// server compares against `maximum` as a float64 and also admits integral floats, so a bound
+/// of i64::MAX (2^63 as a float64) would let 2^63 through, which i64 cannot hold.
+pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
 
 /// A key in Azure Key Vault, managed declaratively.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -70,15 +88,17 @@ pub struct VaultKeySpec {
     /// RSA modulus size (2048, 3072, 4096; default 2048) or oct-HSM size (128, 192, 256; default
     /// 256). Changing it creates a new version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 128, max = 4096))]
     pub key_size: Option<i32>,
 
     /// Elliptic curve for EC and EC-HSM keys (default P-256). Changing it creates a new version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curve: Option<Curve>,
 
-    /// RSA public exponent (default 65537).
+    /// RSA public exponent: odd, at least 3 (default 65537).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 3))]
+    #[schemars(range(min = 3, max = 2147483647))]
+    #[x_kube(validation = Rule::new("self % 2 == 1").message("publicExponent must be odd, e.g. 65537"))]
     pub public_exponent: Option<i32>,
 
     /// Operations the key permits. Empty means Key Vault's default for the key type, and the
@@ -92,11 +112,15 @@ pub struct VaultKeySpec {
     #[serde(default)]
     pub attributes: KeyAttributes,
 
-    /// Tags on the key. Keys under `vaultkey.dev/` are reserved for the operator; Key Vault
-    /// allows 15 tags in all, of which the operator uses up to 3.
+    /// Tags on the key. Names under `vaultkey.dev/` (in any letter case) are reserved for the
+    /// operator; Key Vault allows 15 tags in all, of which the operator uses up to 3, names of
+    /// 1-512 characters and values of up to 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('vaultkey.dev/'))").message("tags under vaultkey.dev/ are reserved for the operator"))]
-    #[schemars(extend("maxProperties" = 12))]
+    #[x_kube(
+        validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 512)").message("tag names must have 1-512 characters"),
+        validation = Rule::new("self.all(k, !k.lowerAscii().startsWith('vaultkey.dev/'))").message("tags under vaultkey.dev/ (in any letter case) are reserved for the operator"),
+    )]
+    #[schemars(extend("maxProperties" = 12, "additionalProperties" = {"type": "string", "maxLength": 256}))]
     pub tags: BTreeMap<String, String>,
 
     /// Secure key release policy, passed to Key Vault when a version is created or imported.
@@ -265,18 +289,18 @@ pub struct KeyAttributes {
 
     /// Absolute expiry (RFC 3339), e.g. `2027-11-25T00:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(extend("format" = "date-time"), regex(pattern = DATE_TIME_PATTERN))]
     pub expires_on: Option<String>,
 
     /// Relative expiry applied to each new version: an ISO-8601 duration counted from the
     /// version's creation, e.g. `P1Y` ("now + 1 year" in the how-to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$"))]
+    #[schemars(regex(pattern = PERIOD_PATTERN), length(min = 3))]
     pub expires_after: Option<String>,
 
     /// Not-before time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(extend("format" = "date-time"), regex(pattern = DATE_TIME_PATTERN))]
     pub not_before: Option<String>,
 
     /// Whether the private key can be exported (needs a release policy). Set when a version is
@@ -327,7 +351,7 @@ pub struct ReleasePolicy {
 pub struct RotationPolicy {
     /// Expiry of each new version (ISO-8601 duration, at least 28 days), e.g. `P90D`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$"))]
+    #[schemars(regex(pattern = PERIOD_PATTERN), length(min = 3))]
     pub expires_in: Option<String>,
 
     /// What Key Vault does, and when.
@@ -347,11 +371,11 @@ pub struct LifetimeAction {
     pub action: LifetimeActionType,
     /// ISO-8601 duration after the version's creation, e.g. `P30D` (at least 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$"))]
+    #[schemars(regex(pattern = PERIOD_PATTERN), length(min = 3))]
     pub time_after_create: Option<String>,
     /// ISO-8601 duration before the version's expiry, e.g. `P7D` (at least 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$"))]
+    #[schemars(regex(pattern = PERIOD_PATTERN), length(min = 3))]
     pub time_before_expiry: Option<String>,
 }
 
@@ -406,6 +430,7 @@ pub struct VaultKeyStatus {
     pub conditions: Vec<Condition>,
     /// The generation of the spec the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_INT64_FIELD))]
     pub observed_generation: Option<i64>,
     /// The key's name in the vault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -424,6 +449,7 @@ pub struct VaultKeyStatus {
     pub key_type: Option<String>,
     /// RSA modulus size in bits, from the current public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub key_size: Option<i32>,
     /// Elliptic curve of the current version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,15 +462,18 @@ pub struct VaultKeyStatus {
     pub versions: Vec<KeyVersionStatus>,
     /// Number of versions the key has in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub version_count: Option<i32>,
     /// The rotation policy as the vault holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_policy: Option<ObservedRotationPolicy>,
     /// Creation time of the current version when it replaced an earlier one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DATE_TIME_PATTERN))]
     pub last_rotation_time: Option<Time>,
     /// When Key Vault will next rotate automatically, computed from the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DATE_TIME_PATTERN))]
     pub next_rotation_time: Option<Time>,
     /// The rotateToken value whose rotation has been performed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -518,14 +547,17 @@ pub struct KeyVersionStatus {
     pub version: String,
     /// When Key Vault created the version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DATE_TIME_PATTERN))]
     pub created: Option<Time>,
     /// Whether the version may be used.
     pub enabled: bool,
     /// Expiry of the version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DATE_TIME_PATTERN))]
     pub expires_on: Option<Time>,
     /// Not-before time of the version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DATE_TIME_PATTERN))]
     pub not_before: Option<Time>,
 }
 
@@ -544,8 +576,10 @@ pub struct Condition {
     pub message: String,
     /// The generation of the spec this condition describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_INT64_FIELD))]
     pub observed_generation: Option<i64>,
     /// When the status last changed.
+    #[schemars(regex(pattern = DATE_TIME_PATTERN))]
     pub last_transition_time: Time,
 }
 

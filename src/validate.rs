@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{
     Curve, DeletionPolicy, ImportSource, KeyOperation, KeyType, LifetimeActionType,
-    RESERVED_TAG_PREFIX, ReleasePolicy, VaultKey, VaultKeySpec,
+    MAX_TAG_NAME_LEN, MAX_TAG_VALUE_LEN, RESERVED_TAG_PREFIX, ReleasePolicy, VaultKey,
+    VaultKeySpec,
 };
 use crate::period::Period;
 
@@ -221,15 +222,31 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
             format!("at most {MAX_USER_TAGS} tags (Key Vault allows 15, the operator uses 3)"),
         ));
     }
-    if let Some(reserved) = spec
-        .tags
-        .keys()
-        .find(|k| k.starts_with(RESERVED_TAG_PREFIX))
-    {
+    if let Some(reserved) = spec.tags.keys().find(|k| is_reserved_tag(k)) {
         return Err(invalid(
             "tags",
-            format!("tag {reserved:?} is under the reserved prefix {RESERVED_TAG_PREFIX}"),
+            format!(
+                "tag {reserved:?} is under the reserved prefix {RESERVED_TAG_PREFIX} (in any letter case)"
+            ),
         ));
+    }
+    for (name, value) in &spec.tags {
+        // Key Vault counts characters, as CEL's size() does.
+        let name_len = name.chars().count();
+        if name_len == 0 || name_len > MAX_TAG_NAME_LEN {
+            return Err(invalid(
+                "tags",
+                format!(
+                    "tag names must have 1-{MAX_TAG_NAME_LEN} characters; {name:?} has {name_len}"
+                ),
+            ));
+        }
+        if value.chars().count() > MAX_TAG_VALUE_LEN {
+            return Err(invalid(
+                "tags",
+                format!("the value of tag {name:?} is longer than {MAX_TAG_VALUE_LEN} characters"),
+            ));
+        }
     }
 
     let rotation_policy = spec
@@ -257,6 +274,12 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
         recover_soft_deleted: spec.recover_soft_deleted,
         recreate_if_gone: spec.recreate_if_gone,
     })
+}
+
+/// Key Vault tag names are case-insensitive, so `Vaultkey.dev/owner` would be the operator's tag.
+fn is_reserved_tag(name: &str) -> bool {
+    name.get(..RESERVED_TAG_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_TAG_PREFIX))
 }
 
 /// Normalises the vault URL to `https://host[:port]` (no trailing slash) so one vault has one
@@ -610,6 +633,15 @@ rotationPolicy:
                 "tags",
             ),
             (
+                "vaultUrl: https://v\nkeyType: RSA\ntags: {Vaultkey.dev/owner: x}",
+                "tags",
+            ),
+            (
+                "vaultUrl: https://v\nkeyType: RSA\ntags: {VAULTKEY.DEV/x: x}",
+                "tags",
+            ),
+            ("vaultUrl: https://v\nkeyType: RSA\ntags: {'': x}", "tags"),
+            (
                 "vaultUrl: https://v\nkeyType: RSA\nrotationPolicy: {expiresIn: P27D}",
                 "rotationPolicy.expiresIn",
             ),
@@ -667,6 +699,24 @@ rotationPolicy:
             assert_eq!(err.field, *field, "{yaml}: {err}");
             assert!(!err.message.is_empty());
         }
+    }
+
+    #[test]
+    fn tag_lengths_are_key_vaults() {
+        let tags = |name: &str, value: &str| {
+            let mut spec = spec("vaultUrl: https://v\nkeyType: RSA");
+            spec.tags.insert(name.to_owned(), value.to_owned());
+            validate_spec(&spec, "k".into())
+        };
+        // Characters, not bytes: "é" is two bytes.
+        assert!(tags(&"é".repeat(512), &"é".repeat(256)).is_ok());
+        assert!(tags("vaultkey.dev", "x").is_ok());
+        let err = tags(&"n".repeat(513), "x").unwrap_err();
+        assert_eq!(err.field, "tags");
+        assert!(err.message.contains("1-512"), "{err}");
+        let err = tags("n", &"v".repeat(257)).unwrap_err();
+        assert_eq!(err.field, "tags");
+        assert!(err.message.contains("256"), "{err}");
     }
 
     #[test]
@@ -1048,12 +1098,7 @@ mod proptests {
                             .all(|c| c.is_ascii_alphanumeric() || c == '-')
                 );
                 prop_assert!(desired.tags.len() <= MAX_USER_TAGS);
-                prop_assert!(
-                    desired
-                        .tags
-                        .keys()
-                        .all(|k| !k.starts_with(RESERVED_TAG_PREFIX))
-                );
+                prop_assert!(desired.tags.keys().all(|k| !is_reserved_tag(k)));
                 if matches!(desired.material, Material::Imported(_)) {
                     prop_assert!(desired.rotate_token.is_none());
                     prop_assert!(desired.key_type.is_rsa() || desired.key_type.is_ec());

@@ -1,0 +1,115 @@
+//! The corpus in `tests/fixtures/invalid/`: manifests the real API server must refuse at apply
+//! time (`kubectl apply`, as a user would), each with a message naming the field. Every file
+//! starts with comment lines `# field: <path>` and `# expect: <fragment>`; both must appear in
+//! kubectl's error.
+//!
+//!   tests/env/testenv.sh run -- cargo test --test invalid_manifests
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+struct Case {
+    path: PathBuf,
+    manifest: String,
+    field: String,
+    expect: String,
+}
+
+fn header(manifest: &str, path: &Path, key: &str) -> String {
+    manifest
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(&format!("# {key}: ")))
+        .unwrap_or_else(|| panic!("{} has no `# {key}:` line", path.display()))
+        .to_owned()
+}
+
+fn corpus() -> Vec<Case> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/invalid")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let manifest = std::fs::read_to_string(&path).expect("fixture readable");
+            Case {
+                field: header(&manifest, &path, "field"),
+                expect: header(&manifest, &path, "expect"),
+                path,
+                manifest,
+            }
+        })
+        .collect()
+}
+
+/// The corpus is well-formed without an API server: each manifest parses as YAML, is a
+/// VaultKey, and names the field it expects.
+#[test]
+fn corpus_is_well_formed() {
+    let corpus = corpus();
+    assert!(corpus.len() >= 10, "{} fixtures", corpus.len());
+    for case in &corpus {
+        let doc: serde_json::Value = serde_norway::from_str(&case.manifest).unwrap_or_else(|e| {
+            panic!("{}: {e}", case.path.display());
+        });
+        assert_eq!(doc["kind"], "VaultKey", "{}", case.path.display());
+        assert!(case.field.starts_with("spec."), "{}", case.path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_manifest_in_the_corpus_is_refused_naming_its_field() {
+    let env = Env::get();
+    let client = env.kube().await;
+    let ns = fresh_namespace(&client, "corpus").await;
+
+    // A control at the limits, so the refusals below are not the base manifest's fault:
+    // 12 tags with 512-character names and 256-character values, the largest exponent.
+    let mut tags = String::new();
+    for i in 0..12 {
+        tags.push_str(&format!(
+            "    {:x<512}: \"{}\"\n",
+            format!("Tag{i}-vaultkey.dev/"),
+            "v".repeat(256)
+        ));
+    }
+    let control = format!(
+        "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata:\n  name: control\nspec:\n  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n  publicExponent: 2147483647\n  attributes:\n    notBefore: \"2026-01-01T00:00:00.123456789+05:30\"\n    expiresOn: \"9998-12-31T23:59:59Z\"\n  tags:\n{tags}"
+    );
+    kubectl_apply(&env, &ns, &control)
+        .await
+        .expect("the control manifest at the limits is accepted");
+
+    let mut failures = Vec::new();
+    for case in corpus() {
+        let name = case
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        match kubectl_apply(&env, &ns, &case.manifest).await {
+            Ok(out) => failures.push(format!("{name}: accepted ({})", out.trim())),
+            Err(err) => {
+                if !err.contains(&case.field) || !err.contains(&case.expect) {
+                    failures.push(format!(
+                        "{name}: refused, but without {:?} and {:?}: {}",
+                        case.field,
+                        case.expect,
+                        err.trim()
+                    ));
+                } else {
+                    eprintln!("{name}: {}", err.trim());
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
