@@ -496,13 +496,35 @@ export VAULTKEY_TEST_EMULATOR_ADMIN=$(printf '%q' "$(jq -r .adminUrl "$j")")
   printf '%s' "$out" >"$dir/env.sh"
 }
 
+# ensure_tools: the command-line tools `up` uses, installed from Debian when missing (so the
+# README's test command needs nothing installed by hand on a fresh machine of this project's
+# kind). Only as root with apt-get; otherwise a missing tool is an error naming the package.
+ensure_tools() {
+  local -A package_of=([openssl]=openssl [curl]=curl [jq]=jq [python3]=python3 [flock]=util-linux [setsid]=util-linux)
+  local tool missing=() packages=()
+  for tool in openssl curl jq python3 flock setsid; do
+    command -v "$tool" >/dev/null && continue
+    missing+=("$tool")
+    [[ " ${packages[*]} " == *" ${package_of[$tool]} "* ]] || packages+=("${package_of[$tool]}")
+  done
+  (( ${#missing[@]} > 0 )) || return 0
+  if (( EUID == 0 )) && command -v apt-get >/dev/null; then
+    log "installing missing tools (${missing[*]}) with apt-get: ${packages[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"; } >&2 \
+      || die "apt-get could not install ${packages[*]}"
+    for tool in "${missing[@]}"; do
+      command -v "$tool" >/dev/null || die "$tool is still missing after installing ${packages[*]}"
+    done
+  else
+    die "missing tools: ${missing[*]} (Debian packages: ${packages[*]}; run as root to have them installed)"
+  fi
+}
+
 cmd_up() {
   local dir=${1:?usage: testenv.sh up DIR}
-  local t0 tool
+  local t0
   t0=$(now_ms)
-  for tool in openssl curl jq python3 flock setsid; do
-    command -v "$tool" >/dev/null || die "$tool is required but not installed"
-  done
+  ensure_tools
   [[ -x $(etcd_bin) ]] || die "etcd $(etcd_version) is not built ($(etcd_bin)): run 'tests/env/testenv.sh install'"
   [[ -x $(kas_bin) ]] || die "kube-apiserver $(kas_version) is not built ($(kas_bin)): run 'tests/env/testenv.sh install'"
   if ! no_emulator; then
