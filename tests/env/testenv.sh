@@ -455,8 +455,10 @@ wait_kcm() {
 }
 
 # start_kcm DIR: kube-controller-manager against the running apiserver, with only the
-# controllers in $kcm_controllers, no leader election, serving /healthz on a free loopback port.
-# One retry on a port clash.
+# controllers in $kcm_controllers, no leader election, serving /healthz on a free loopback port
+# (always allowed without credentials). --authentication-skip-lookup: the apiserver has no
+# client CA, so there is no kube-system/extension-apiserver-authentication ConfigMap to read
+# (without it the log fills with "configmap not found" errors). One retry on a port clash.
 start_kcm() {
   local dir=$1 kcm port attempt t
   kcm=$(kcm_bin)
@@ -471,6 +473,7 @@ start_kcm() {
       --kubeconfig="$dir/pki/kube-controller-manager.kubeconfig" \
       --authentication-kubeconfig="$dir/pki/kube-controller-manager.kubeconfig" \
       --authorization-kubeconfig="$dir/pki/kube-controller-manager.kubeconfig" \
+      --authentication-skip-lookup=true \
       --controllers="$kcm_controllers" \
       --use-service-account-credentials=false \
       --leader-elect=false \
