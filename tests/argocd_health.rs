@@ -3,20 +3,20 @@
 //! environment (tests/env/testenv.sh, kv-emulator), and ones whose status the operator's own
 //! `status::build` writes, so that a renamed status field breaks these tests and not Argo CD.
 //!
-//! Needs `lua5.4` on PATH (Debian: `apt-get install -y lua5.4`). Lua has no JSON library: the
-//! objects are turned into Lua table literals here (`lua_literal`) and run through
-//! deploy/argocd/test-harness.lua, which mimics Argo CD's sandbox (no string library).
+//! The interpreter is Lua 5.1 embedded through the `mlua` dev-dependency (features `lua51`,
+//! `vendored`: Lua is compiled from source by the build, no system package), the language
+//! version of Argo CD's gopher-lua. The objects are turned into Lua table literals here
+//! (`lua_literal`) and run through deploy/argocd/test-harness.lua, which mimics Argo CD's
+//! sandbox (no string library).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use chrono::{DateTime, Utc};
+use mlua::{Function, Lua};
 use serde_json::{Value, json};
 use vaultkey_operator::api::VaultKey;
 use vaultkey_operator::status::{self, Memory, Readiness, VaultFacts};
 
-const LUA: &str = "lua5.4";
 const HEALTH_KEY: &str = "resource.customizations.health.vaultkey.dev_VaultKey";
 
 fn repo() -> &'static Path {
@@ -27,49 +27,37 @@ fn argocd_file(name: &str) -> PathBuf {
     repo().join("deploy/argocd").join(name)
 }
 
-/// What Argo CD would show for the object: (hs.status, hs.message).
+fn read_argocd_file(name: &str) -> String {
+    let path = argocd_file(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// What Argo CD would show for the object: (hs.status, hs.message). Each call gets a fresh Lua
+/// state, as each Argo CD health evaluation does.
 fn health(object: &Value) -> (String, String) {
-    let mut child = match Command::new(LUA)
-        .arg(argocd_file("test-harness.lua"))
-        .arg(argocd_file("vaultkey-health.lua"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "{LUA} is not installed: these tests run deploy/argocd/vaultkey-health.lua with a real \
-             Lua interpreter. Install it with `apt-get install -y lua5.4` (Debian/Ubuntu)."
-        ),
-        Err(e) => panic!("cannot run {LUA}: {e}"),
-    };
-    let chunk = format!("return {}\n", lua_literal(object));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(chunk.as_bytes())
-        .expect("write the object to lua");
-    let out = child.wait_with_output().expect("wait for lua");
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
-    assert!(
-        out.status.success(),
-        "the health script failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        stdout
+    let lua = Lua::new();
+    let version: String = lua.globals().get("_VERSION").expect("_VERSION");
+    assert_eq!(
+        version, "Lua 5.1",
+        "Argo CD's gopher-lua implements Lua 5.1"
     );
-    let text = stdout.strip_suffix('\n').unwrap_or(&stdout);
-    let (status, message) = text
-        .split_once('\n')
-        .unwrap_or_else(|| panic!("unexpected harness output {stdout:?}"));
-    (status.to_owned(), message.to_owned())
+    let run: Function = lua
+        .load(read_argocd_file("test-harness.lua"))
+        .set_name("=test-harness.lua")
+        .eval()
+        .unwrap_or_else(|e| panic!("deploy/argocd/test-harness.lua does not load: {e}"));
+    let script = read_argocd_file("vaultkey-health.lua");
+    let chunk = format!("return {}\n", lua_literal(object));
+    let (status, message): (mlua::LuaString, mlua::LuaString) = run
+        .call((script, "vaultkey-health.lua", chunk))
+        .unwrap_or_else(|e| panic!("the health script failed: {e}"));
+    let text = |s: mlua::LuaString| String::from_utf8(s.as_bytes().to_vec()).expect("utf-8 output");
+    (text(status), text(message))
 }
 
 /// A Lua expression for a JSON value, as Argo CD hands objects to Lua: objects and arrays become
-/// tables, null becomes nil. Whole numbers stay integers so that `tostring` prints them as
-/// gopher-lua (Argo CD's Lua) does: `2`, not `2.0`.
+/// tables, null becomes nil. Whole numbers are written without a fraction so that `tostring`
+/// prints them as gopher-lua (Argo CD's Lua) does: `2`, not `2.0`.
 fn lua_literal(value: &Value) -> String {
     match value {
         Value::Null => "nil".into(),
@@ -300,8 +288,8 @@ fn the_message_is_the_conditions_message_byte_for_byte() {
 
 #[test]
 fn the_argocd_cm_patch_inlines_the_script_unchanged() {
-    let script = std::fs::read_to_string(argocd_file("vaultkey-health.lua")).expect("script");
-    let patch = std::fs::read_to_string(argocd_file("argocd-cm-patch.yaml")).expect("patch");
+    let script = read_argocd_file("vaultkey-health.lua");
+    let patch = read_argocd_file("argocd-cm-patch.yaml");
     let patch: Value = serde_norway::from_str(&patch).expect("argocd-cm-patch.yaml is YAML");
     assert_eq!(patch["apiVersion"], "v1");
     assert_eq!(patch["kind"], "ConfigMap");

@@ -110,8 +110,9 @@ impl Env {
     }
 }
 
-/// A fresh namespace (namespaces never finish terminating without a controller-manager, so
-/// each test gets a new one).
+/// A fresh namespace, so that tests sharing one API server never see each other's objects.
+/// (The test environment's kube-controller-manager removes deleted namespaces, but a test that
+/// deletes one must wait for it: see tests/namespace_deletion.rs.)
 pub async fn fresh_namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{:08x}", rand::random::<u32>());
     let namespaces: Api<Namespace> = Api::all(client.clone());
