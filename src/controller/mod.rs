@@ -500,3 +500,75 @@ fn jittered(interval: Duration, key: &str) -> Duration {
     }
     interval - Duration::from_millis(spread / 2) + Duration::from_millis(hash % spread)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyvault::Operation;
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    fn cleanup_failure(kind: VaultErrorKind) -> Error {
+        Error::Finalizer(Box::new(FinalizerError::CleanupFailed(Error::Cleanup(
+            VaultError::new(kind, Operation::DeleteKey, "x"),
+        ))))
+    }
+
+    #[test]
+    fn a_failed_cleanup_is_counted_under_its_vault_reason() {
+        assert_eq!(
+            cleanup_failure(VaultErrorKind::Forbidden).reason(),
+            "Forbidden"
+        );
+        assert_eq!(
+            cleanup_failure(VaultErrorKind::Unreachable).reason(),
+            "VaultUnreachable"
+        );
+    }
+
+    #[test]
+    fn a_throttled_or_paced_cleanup_waits_as_the_vault_or_the_budget_says() {
+        let wait = Duration::from_secs(7);
+        assert_eq!(
+            cleanup_failure(VaultErrorKind::Throttled { retry_after: wait }).vault_wait(),
+            Some(wait)
+        );
+        assert_eq!(
+            cleanup_failure(VaultErrorKind::Paced { retry_in: wait }).vault_wait(),
+            Some(wait)
+        );
+        assert_eq!(cleanup_failure(VaultErrorKind::Timeout).vault_wait(), None);
+    }
+
+    #[test]
+    fn the_watch_ignores_status_and_foreign_annotations_but_not_intent() {
+        let vk: VaultKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "vaultkey.dev/v1alpha1", "kind": "VaultKey",
+            "metadata": {"name": "k", "namespace": "ns", "generation": 1},
+            "spec": {"vaultUrl": "https://v.vault.azure.net", "keyType": "EC"},
+        }))
+        .unwrap();
+        let hash = |vk: &VaultKey| intent(&DeserializeGuard(Ok(vk.clone())));
+        let base = hash(&vk);
+        let mut with_status = vk.clone();
+        with_status.status = Some(Default::default());
+        with_status
+            .annotations_mut()
+            .insert("example.com/note".into(), "x".into());
+        assert_eq!(hash(&with_status), base);
+        for change in [
+            |v: &mut VaultKey| v.metadata.generation = Some(2),
+            |v: &mut VaultKey| {
+                v.annotations_mut()
+                    .insert(ABANDON_ANNOTATION.into(), "true".into());
+            },
+            |v: &mut VaultKey| v.finalizers_mut().push(FINALIZER.into()),
+            |v: &mut VaultKey| {
+                v.labels_mut().insert("team".into(), "a".into());
+            },
+        ] {
+            let mut changed = vk.clone();
+            change(&mut changed);
+            assert_ne!(hash(&changed), base);
+        }
+    }
+}
