@@ -40,7 +40,7 @@ use vaultkey_operator::keyvault::budget::Limits;
 use vaultkey_operator::keyvault::{KeyVault, VaultError, VaultErrorKind, VaultProvider};
 use vaultkey_operator::plan::{Observed, Owner, Plan, PlanInput, Remembered, Step, plan};
 use vaultkey_operator::telemetry::Metrics;
-use vaultkey_operator::validate::validate;
+use vaultkey_operator::validate::{VaultHosts, validate};
 
 /// Creates per vault per 10 s given to the operator and the floor outside the throttle
 /// scenario: the emulator has no budget there, so pacing would only measure the pacing.
@@ -605,6 +605,7 @@ fn vault_client(env: &Env, metrics: Arc<Metrics>, creates: u32) -> Arc<dyn KeyVa
         request_timeout: Duration::from_secs(30),
         extra_root_pem: Some(std::fs::read(&env.vault_ca).expect("emulator CA readable")),
         verify_challenge_resource: false,
+        vault_hosts: VaultHosts::parse::<&str>(&[], true).expect("loopback hosts"),
         limits: Limits {
             software_creates: creates,
             hsm_creates: creates,

@@ -62,6 +62,7 @@ pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
     validation = Rule::new("!has(self.publicExponent) || self.keyType in ['RSA', 'RSA-HSM']").message("publicExponent applies only to RSA keys"),
     validation = Rule::new("!has(self.keySize) || self.keyType != 'oct-HSM' || self.keySize in [128, 192, 256]").message("oct-HSM keySize must be 128, 192 or 256"),
     validation = Rule::new("!has(self.keySize) || self.keyType == 'oct-HSM' || self.keySize in [2048, 3072, 4096]").message("RSA keySize must be 2048, 3072 or 4096"),
+    validation = Rule::new("self.keyType != 'oct-HSM' || !self.vaultUrl.matches('^(?i)https://[^/:]+\\\\.vault\\\\.(azure\\\\.net|azure\\\\.cn|usgovcloudapi\\\\.net)(:[0-9]+)?/?$')").message("oct-HSM keys exist only in a Managed HSM, and vaultUrl is a Key Vault: use a Managed HSM URL (https://<hsm>.managedhsm.azure.net) or keyType RSA-HSM / EC-HSM").field_path(".keyType"),
     validation = Rule::new("!has(self.import) || self.keyType in ['RSA', 'RSA-HSM', 'EC', 'EC-HSM']").message("import supports RSA and EC material only"),
     validation = Rule::new("!has(self.import) || (!has(self.keySize) && !has(self.curve) && !has(self.publicExponent))").message("an imported key takes its size or curve from the material: remove keySize, curve and publicExponent"),
     validation = Rule::new("!has(self.import) || !has(self.rotateToken)").message("rotateToken makes Key Vault generate new material, which conflicts with import: change the Secret to import a new version instead"),

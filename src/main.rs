@@ -22,6 +22,7 @@ use vaultkey_operator::keyvault::azure::{
 use vaultkey_operator::keyvault::budget::Limits;
 use vaultkey_operator::leader::{LeaderElector, LeaseSettings};
 use vaultkey_operator::telemetry::{self, LogFormat, Metrics};
+use vaultkey_operator::validate::VaultHosts;
 
 /// jemalloc instead of glibc's allocator: with 10,000 VaultKeys replaced in the cache as their
 /// status changes, glibc's per-thread arenas held the operator at 101 MiB peak RSS, jemalloc at
@@ -123,6 +124,12 @@ struct RunArgs {
     /// (keep it under the pod's terminationGracePeriodSeconds).
     #[arg(long, env = "VAULTKEY_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     shutdown_grace_seconds: u64,
+    /// Vault hosts allowed besides the Key Vault and Managed HSM endpoints of the Azure public,
+    /// China and US Government clouds: exact hosts (any port) or `*.domain` (any host below
+    /// it), repeated or comma-separated — private DNS names, emulators. A VaultKey naming any
+    /// other host is refused (no token is ever sent to it).
+    #[arg(long, env = "VAULTKEY_ALLOWED_VAULT_HOSTS", value_delimiter = ',')]
+    allowed_vault_hosts: Vec<String>,
     /// EMULATOR ONLY: trust this extra CA (PEM) for vault connections.
     #[arg(long, env = "VAULTKEY_EMULATOR_CA_FILE")]
     emulator_ca_file: Option<PathBuf>,
@@ -130,7 +137,8 @@ struct RunArgs {
     #[arg(long, env = "VAULTKEY_EMULATOR_STATIC_TOKEN", hide_env_values = true)]
     emulator_static_token: Option<String>,
     /// EMULATOR ONLY: accept authentication challenges whose resource does not match the
-    /// vault's domain (emulators on localhost).
+    /// vault's domain, for hosts outside the known clouds (a known cloud's host is always
+    /// checked); also allows loopback vault hosts (localhost, 127.0.0.0/8, [::1]).
     #[arg(long, env = "VAULTKEY_EMULATOR_SKIP_CHALLENGE_RESOURCE_CHECK")]
     emulator_skip_challenge_resource_check: bool,
 }
@@ -225,6 +233,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
         request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
         extra_root_pem,
         verify_challenge_resource: !args.emulator_skip_challenge_resource_check,
+        // An emulator on this machine cannot be reached without turning the challenge check
+        // off, so that flag also admits loopback hosts.
+        vault_hosts: VaultHosts::parse(
+            &args.allowed_vault_hosts,
+            args.emulator_skip_challenge_resource_check,
+        )
+        .map_err(|e| format!("--allowed-vault-hosts: {e}"))?,
         limits: Limits {
             software_creates: args.creates_per_10s,
             in_flight: args.vault_concurrency.max(1),

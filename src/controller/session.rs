@@ -475,7 +475,10 @@ impl<'a> Session<'a> {
                         format!("could not record the pending rotation: {e}"),
                     ))
                 })?;
-                let key = vault.rotate_key(name).await.map_err(Failure::Vault)?;
+                let key = vault
+                    .rotate_key(name, desired.key_type.is_hsm())
+                    .await
+                    .map_err(Failure::Vault)?;
                 info!(version = %key.version, %token, "rotated");
                 self.event(
                     EventType::Normal,

@@ -34,7 +34,7 @@ use super::{
 use crate::api::{KeyType, LifetimeActionType as SpecAction};
 use crate::key_material::{Curve as MaterialCurve, JwkKty, ec_jwk_thumbprint, rsa_jwk_thumbprint};
 use crate::telemetry::{Metrics, VaultLabels};
-use crate::validate::{DesiredRotationPolicy, Trigger};
+use crate::validate::{DesiredRotationPolicy, InvalidSpec, Trigger, VaultHosts, known_endpoint};
 
 /// How the operator authenticates to Key Vault.
 #[derive(Clone)]
@@ -109,9 +109,71 @@ pub struct ClientSettings {
     /// Extra root certificates (PEM), for emulators with their own CA.
     pub extra_root_pem: Option<Vec<u8>>,
     /// Key Vault's challenge names the resource; checking it against the vault's domain stops
-    /// a token leaking to a host posing as a vault. Only emulators turn it off.
+    /// a token leaking to a host posing as a vault. Only emulators turn it off, and only for
+    /// hosts outside the known clouds: a known cloud's host is always checked.
     pub verify_challenge_resource: bool,
+    /// Vault hosts allowed besides the known clouds' endpoints; no client (and no token) is
+    /// made for any other host.
+    pub vault_hosts: VaultHosts,
     pub limits: Limits,
+}
+
+/// How the SDK authenticates to one vault: whether it checks the challenge's resource against
+/// the vault host, and, for a host of a known cloud, the one token scope it may ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VaultAuth {
+    verify_challenge_resource: bool,
+    pinned_scope: Option<String>,
+}
+
+fn vault_auth(vault_url: &str, verify_challenge_resource: bool) -> VaultAuth {
+    match known_endpoint(vault_url) {
+        Some((_, endpoint)) => VaultAuth {
+            verify_challenge_resource: true,
+            pinned_scope: Some(endpoint.token_scope()),
+        },
+        None => VaultAuth {
+            verify_challenge_resource,
+            pinned_scope: None,
+        },
+    }
+}
+
+/// A credential that answers only for one scope: the SDK takes the scope from the vault's 401
+/// challenge, and its resource check only asks that the vault host ends with the scope's host,
+/// so for a known cloud the operator also holds the scope to the one that cloud's service uses.
+#[derive(Debug)]
+struct PinnedScope {
+    inner: Arc<dyn TokenCredential>,
+    scope: String,
+}
+
+#[async_trait]
+impl TokenCredential for PinnedScope {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        if scopes != [self.scope.as_str()] {
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                format!(
+                    "the vault's challenge asked for a token for {scopes:?}; this vault's service uses {}",
+                    self.scope
+                ),
+            ));
+        }
+        self.inner.get_token(scopes, options).await
+    }
+}
+
+impl AzureVaultProvider {
+    /// Whether the operator may use the vault at `vault_url`: a known cloud's Key Vault or
+    /// Managed HSM endpoint, or a host of `--allowed-vault-hosts`.
+    pub fn check_vault_url(&self, vault_url: &str) -> Result<(), InvalidSpec> {
+        self.settings.vault_hosts.check(vault_url)
+    }
 }
 
 pub struct AzureVaultProvider {
@@ -156,23 +218,33 @@ impl VaultProvider for AzureVaultProvider {
         if let Some(vault) = vaults.get(vault_url) {
             return Ok(vault.clone());
         }
+        self.settings.vault_hosts.check(vault_url).map_err(|e| {
+            VaultError::new(VaultErrorKind::Rejected, Operation::GetKey, e.to_string())
+        })?;
+        let auth = vault_auth(vault_url, self.settings.verify_challenge_resource);
+        let credential: Arc<dyn TokenCredential> = match auth.pinned_scope {
+            Some(scope) => Arc::new(PinnedScope {
+                inner: self.credential.clone(),
+                scope,
+            }),
+            None => self.credential.clone(),
+        };
         let options = KeyClientOptions {
             client_options: ClientOptions {
                 retry: RetryOptions::none(),
                 transport: self.transport.clone(),
                 ..Default::default()
             },
-            verify_challenge_resource: Some(self.settings.verify_challenge_resource),
+            verify_challenge_resource: Some(auth.verify_challenge_resource),
             ..Default::default()
         };
-        let client =
-            KeyClient::new(vault_url, self.credential.clone(), Some(options)).map_err(|e| {
-                VaultError::new(
-                    VaultErrorKind::Other,
-                    Operation::GetKey,
-                    format!("creating a client for {vault_url}: {e}"),
-                )
-            })?;
+        let client = KeyClient::new(vault_url, credential, Some(options)).map_err(|e| {
+            VaultError::new(
+                VaultErrorKind::Other,
+                Operation::GetKey,
+                format!("creating a client for {vault_url}: {e}"),
+            )
+        })?;
         let vault = Arc::new(AzureVault {
             client,
             vault_url: vault_url.to_owned(),
@@ -523,10 +595,10 @@ impl KeyVault for AzureVault {
         Ok(policy.into())
     }
 
-    async fn rotate_key(&self, name: &str) -> VaultResult<ObservedKey> {
-        // A rotation creates a version; it counts against the create budget.
+    async fn rotate_key(&self, name: &str, hsm: bool) -> VaultResult<ObservedKey> {
+        // A rotation creates a version; it counts against the create budget of its key type.
         let rotated = self
-            .call(Operation::RotateKey, RequestClass::SoftwareCreate, async {
+            .call(Operation::RotateKey, create_class(hsm), async {
                 model(self.client.rotate_key(name, None).await?)
             })
             .await?;
@@ -1104,6 +1176,7 @@ mod tests {
                 request_timeout: timeout,
                 extra_root_pem,
                 verify_challenge_resource: false,
+                vault_hosts: VaultHosts::parse(&["127.0.0.1", "localhost"], false).unwrap(),
                 limits: super::super::super::budget::Limits::default(),
             };
             let credential =
@@ -1215,6 +1288,73 @@ mod tests {
                     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
                 )
                 .unwrap()
+        }
+
+        fn provider(limits: Limits) -> AzureVaultProvider {
+            let settings = ClientSettings {
+                request_timeout: Duration::from_secs(10),
+                extra_root_pem: None,
+                verify_challenge_resource: false,
+                vault_hosts: VaultHosts::parse::<&str>(&[], true).unwrap(),
+                limits,
+            };
+            let credential =
+                credential(&CredentialSource::EmulatorStaticToken("token".into())).unwrap();
+            AzureVaultProvider::new(credential, settings, Arc::new(Metrics::new())).unwrap()
+        }
+
+        #[tokio::test]
+        async fn rotations_of_hsm_keys_count_against_the_hsm_create_budget() {
+            let (listener, addr) = listener().await;
+            drop(listener);
+            let vault = provider(Limits {
+                software_creates: 1,
+                hsm_creates: 1,
+                other: 100,
+                in_flight: 4,
+            })
+            .vault(&format!("https://{addr}"))
+            .unwrap();
+            // Each attempt holds its slot for 10 s after its answer, failed or not.
+            let first = vault.rotate_key("k", true).await.unwrap_err();
+            assert_eq!(first.kind, VaultErrorKind::Unreachable);
+            let second = vault.rotate_key("k", true).await.unwrap_err();
+            assert!(
+                matches!(second.kind, VaultErrorKind::Paced { .. }),
+                "{second}"
+            );
+            assert!(second.message.contains("HSM-key-create"), "{second}");
+            // The software-key budget was not touched by the HSM rotations.
+            let software = vault.rotate_key("k", false).await.unwrap_err();
+            assert_eq!(software.kind, VaultErrorKind::Unreachable, "{software}");
+            let again = vault.rotate_key("k", false).await.unwrap_err();
+            assert!(
+                matches!(again.kind, VaultErrorKind::Paced { .. }),
+                "{again}"
+            );
+            assert!(again.message.contains("key-create"), "{again}");
+        }
+
+        #[test]
+        fn hosts_outside_the_known_clouds_and_the_allowed_list_get_no_client() {
+            let provider = provider(Limits::default());
+            let e = provider.vault("https://kv.evil.example").err().unwrap();
+            assert_eq!(e.kind, VaultErrorKind::Rejected);
+            assert!(
+                e.message.starts_with(
+                    "spec.vaultUrl: kv.evil.example is not a Key Vault or Managed HSM endpoint"
+                ),
+                "{e}"
+            );
+            assert!(provider.check_vault_url("https://kv.evil.example").is_err());
+            provider.vault("https://my-vault.vault.azure.net").unwrap();
+            provider
+                .vault("https://my-hsm.managedhsm.azure.cn")
+                .unwrap();
+            provider.vault("https://127.0.0.1:8443").unwrap();
+            provider.check_vault_url("https://localhost:8443").unwrap();
+            let e = provider.vault("https://x.vault.azure.net").err().unwrap();
+            assert!(e.message.contains("not a vault name"), "{e}");
         }
 
         #[tokio::test]
@@ -1484,6 +1624,78 @@ mod tests {
         assert_eq!(code.as_deref(), Some("ObjectIsDeletedButRecoverable"));
         assert!(message.unwrap().contains("deleted but recoverable"));
         assert_eq!(error_details("not json"), (None, None));
+    }
+
+    #[test]
+    fn known_cloud_hosts_always_check_the_challenge_and_pin_their_scope() {
+        for (url, scope) in [
+            (
+                "https://my-vault.vault.azure.net",
+                "https://vault.azure.net/.default",
+            ),
+            (
+                "https://my-vault.vault.azure.cn",
+                "https://vault.azure.cn/.default",
+            ),
+            (
+                "https://my-vault.vault.usgovcloudapi.net",
+                "https://vault.usgovcloudapi.net/.default",
+            ),
+            (
+                "https://my-hsm.managedhsm.azure.net",
+                "https://managedhsm.azure.net/.default",
+            ),
+            (
+                "https://my-hsm.managedhsm.azure.cn",
+                "https://managedhsm.azure.cn/.default",
+            ),
+            (
+                "https://my-hsm.managedhsm.usgovcloudapi.net",
+                "https://managedhsm.usgovcloudapi.net/.default",
+            ),
+        ] {
+            // The emulator setting (verify off) does not reach a real cloud host.
+            for setting in [true, false] {
+                assert_eq!(
+                    vault_auth(url, setting),
+                    VaultAuth {
+                        verify_challenge_resource: true,
+                        pinned_scope: Some(scope.to_owned())
+                    },
+                    "{url}"
+                );
+            }
+        }
+        for setting in [true, false] {
+            assert_eq!(
+                vault_auth("https://127.0.0.1:8443", setting),
+                VaultAuth {
+                    verify_challenge_resource: setting,
+                    pinned_scope: None
+                }
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pinned_credential_answers_only_for_its_scope() {
+        let pinned = PinnedScope {
+            inner: Arc::new(StaticToken("t".into())),
+            scope: "https://managedhsm.azure.net/.default".into(),
+        };
+        let token = pinned
+            .get_token(&["https://managedhsm.azure.net/.default"], None)
+            .await
+            .unwrap();
+        assert_eq!(token.token.secret(), "t");
+        for other in [
+            &["https://vault.azure.net/.default"][..],
+            &["https://management.azure.com/.default"][..],
+            &[][..],
+        ] {
+            let e = pinned.get_token(other, None).await.unwrap_err();
+            assert!(e.to_string().contains("managedhsm.azure.net"), "{e}");
+        }
     }
 
     #[test]

@@ -267,7 +267,8 @@ pub trait KeyVault: Send + Sync {
         name: &str,
         policy: &DesiredRotationPolicy,
     ) -> VaultResult<ObservedPolicy>;
-    async fn rotate_key(&self, name: &str) -> VaultResult<ObservedKey>;
+    /// `hsm`: the key is an HSM key (its rotation counts against the HSM create budget).
+    async fn rotate_key(&self, name: &str, hsm: bool) -> VaultResult<ObservedKey>;
     async fn delete_key(&self, name: &str) -> VaultResult<()>;
     async fn recover_deleted_key(&self, name: &str) -> VaultResult<()>;
     async fn purge_deleted_key(&self, name: &str) -> VaultResult<()>;

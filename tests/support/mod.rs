@@ -22,6 +22,7 @@ use vaultkey_operator::keyvault::azure::{
 use vaultkey_operator::keyvault::budget::Limits;
 use vaultkey_operator::keyvault::{KeyVault, VaultProvider};
 use vaultkey_operator::telemetry::Metrics;
+use vaultkey_operator::validate::VaultHosts;
 
 /// The environment `tests/env/testenv.sh` exports. Missing variables fail the test: the
 /// end-to-end suite never skips silently.
@@ -72,6 +73,7 @@ impl Env {
             request_timeout: Duration::from_secs(30),
             extra_root_pem: Some(std::fs::read(&self.vault_ca).expect("emulator CA readable")),
             verify_challenge_resource: false,
+            vault_hosts: VaultHosts::parse::<&str>(&[], true).expect("loopback hosts"),
             limits: Limits::default(),
         };
         AzureVaultProvider::new(credential, settings, Arc::new(Metrics::new()))
