@@ -229,17 +229,18 @@ async fn run(args: RunArgs) -> Result<(), String> {
         None => AccessPolicy::AllowAll,
     };
     let metrics = Arc::new(Metrics::new());
+    // An emulator on this machine cannot be reached without turning the challenge check off,
+    // so that flag also admits loopback hosts.
+    let vault_hosts = VaultHosts::parse(
+        &args.allowed_vault_hosts,
+        args.emulator_skip_challenge_resource_check,
+    )
+    .map_err(|e| format!("--allowed-vault-hosts: {e}"))?;
     let settings = ClientSettings {
         request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
         extra_root_pem,
         verify_challenge_resource: !args.emulator_skip_challenge_resource_check,
-        // An emulator on this machine cannot be reached without turning the challenge check
-        // off, so that flag also admits loopback hosts.
-        vault_hosts: VaultHosts::parse(
-            &args.allowed_vault_hosts,
-            args.emulator_skip_challenge_resource_check,
-        )
-        .map_err(|e| format!("--allowed-vault-hosts: {e}"))?,
+        vault_hosts: vault_hosts.clone(),
         limits: Limits {
             software_creates: args.creates_per_10s,
             in_flight: args.vault_concurrency.max(1),
@@ -275,6 +276,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             reporter: args.instance.clone(),
             access,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+            vault_hosts,
         },
         health,
     ));

@@ -75,8 +75,11 @@ async fn oct_hsm_keys_of_every_size_converge_and_rotate() {
     assert_eq!(rotated.key_type.as_deref(), Some("oct-HSM"));
 }
 
+/// A host outside the known clouds (and not allowed by --allowed-vault-hosts) is refused before
+/// any request: no DNS lookup, no token. What the allow-list admits is unit-tested
+/// (`validate::tests`): an admitted host here would be looked up in DNS, off this machine.
 #[tokio::test(flavor = "multi_thread")]
-async fn vault_hosts_outside_the_known_clouds_are_refused_unless_allowed() {
+async fn vault_hosts_outside_the_known_clouds_are_refused() {
     let env = Env::get();
     let client = env.kube().await;
     let ns = fresh_namespace(&client, "hosts").await;
@@ -84,31 +87,18 @@ async fn vault_hosts_outside_the_known_clouds_are_refused_unless_allowed() {
         &env,
         &ns,
         2,
-        &[
-            "--allowed-vault-hosts",
-            "*.allowed.invalid",
-            "--request-timeout-seconds",
-            "5",
-        ],
+        &["--allowed-vault-hosts", "*.allowed.invalid"],
     );
-    for (name, url) in [
-        ("refused", "https://kv.elsewhere.invalid"),
-        ("allowed", "https://kv.allowed.invalid"),
-    ] {
-        create(&client, &ns, &format!(
-            "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: {name}}}\nspec:\n  vaultUrl: {url}\n  keyType: RSA\n"
-        ))
-        .await
-        .unwrap();
-    }
+    create(
+        &client,
+        &ns,
+        "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {name: refused}\nspec:\n  vaultUrl: https://kv.elsewhere.invalid\n  keyType: RSA\n",
+    )
+    .await
+    .unwrap();
     let vk = wait_ready(&client, &ns, "refused", "False").await;
     let (reason, message) = ready_reason(&vk);
-    // VaultRejected from the client, which makes no client for the host; InvalidSpec once the
-    // controller validates with the operator's hosts (validate_with_hosts).
-    assert!(
-        ["InvalidSpec", "VaultRejected"].contains(&reason.as_str()),
-        "{reason}: {message}"
-    );
+    assert_eq!(reason, "InvalidSpec", "{message}");
     assert!(
         message.contains(
             "spec.vaultUrl: kv.elsewhere.invalid is not a Key Vault or Managed HSM endpoint"
@@ -120,11 +110,4 @@ async fn vault_hosts_outside_the_known_clouds_are_refused_unless_allowed() {
         "{message}"
     );
     assert!(message.contains("--allowed-vault-hosts"), "{message}");
-    // The allowed host is tried (and cannot be reached): not refused.
-    let vk = wait_ready(&client, &ns, "allowed", "False").await;
-    let (reason, message) = ready_reason(&vk);
-    assert!(
-        !["InvalidSpec", "VaultRejected"].contains(&reason.as_str()),
-        "{reason}: {message}"
-    );
 }

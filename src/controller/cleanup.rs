@@ -10,7 +10,7 @@ use super::session::Session;
 use super::{ABANDON_ANNOTATION, Context, Error, is_abandoned, object_key};
 use crate::api::{DeletionPolicy, OWNER_TAG, VaultKey};
 use crate::status::Readiness;
-use crate::validate::validate;
+use crate::validate::validate_with_hosts;
 
 pub async fn cleanup(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
     let result = cleanup_vault(vk, ctx).await;
@@ -55,7 +55,7 @@ async fn cleanup_vault(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
         info!("deletionPolicy Retain: the key stays in the vault");
         return Ok(Action::await_change());
     }
-    let Ok(desired) = validate(vk) else {
+    let Ok(desired) = validate_with_hosts(vk, &ctx.settings.vault_hosts) else {
         // A spec that never validated never reached a vault.
         return Ok(Action::await_change());
     };

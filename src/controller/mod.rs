@@ -37,6 +37,7 @@ use crate::health::Health;
 use crate::keyvault::{VaultError, VaultErrorKind, VaultProvider};
 use crate::status::Readiness;
 use crate::telemetry::{Metrics, ReasonLabels};
+use crate::validate::VaultHosts;
 use failure::{Backoff, reason_for};
 use key_locks::KeyLocks;
 use session::Session;
@@ -69,6 +70,8 @@ pub struct Settings {
     /// After a shutdown is asked for, how long in-flight reconciles may take before the
     /// controller stops anyway (within Kubernetes' termination grace period).
     pub shutdown_grace: Duration,
+    /// Vault hosts a spec may name: the known clouds' endpoints and what the operator allows.
+    pub vault_hosts: VaultHosts,
 }
 
 /// Everything a reconcile needs, built once.

@@ -25,7 +25,7 @@ use crate::plan::{
     fingerprint_properties, plan,
 };
 use crate::status::{self, Memory, Readiness, VaultFacts};
-use crate::validate::{DesiredKey, Material, validate};
+use crate::validate::{DesiredKey, Material, validate_with_hosts};
 
 /// Condition reasons after which a missing key is looked up among the deleted ones.
 const CONFLICT_REASONS: [&str; 2] = ["SoftDeletedConflict", "VaultConflict"];
@@ -81,7 +81,8 @@ impl<'a> Session<'a> {
     }
 
     pub async fn converge(&mut self, api: &Api<VaultKey>) -> Result<(), Failure> {
-        let desired = validate(self.vk).map_err(Failure::InvalidSpec)?;
+        let desired = validate_with_hosts(self.vk, &self.ctx.settings.vault_hosts)
+            .map_err(Failure::InvalidSpec)?;
         let namespace = self.vk.namespace().unwrap_or_default();
         if !self
             .ctx
