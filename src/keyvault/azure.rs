@@ -1718,4 +1718,37 @@ mod tests {
         assert_eq!(policy.actions[0].action, "rotate");
         assert_eq!(policy.actions[0].time_after_create.as_deref(), Some("P30D"));
     }
+
+    /// Shapes other Key Vault dialects answer (see tests/kv-emulator/README.md, "Dialects";
+    /// end to end in tests/dialects.rs): `n` with a leading zero byte, no `key_ops`, no
+    /// `exportable`, and error codes that are not Key Vault's around Key Vault's inner code.
+    #[test]
+    fn dialect_shapes_read_as_key_vault_shapes() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let modulus: Vec<u8> = (0..256u32).map(|i| (i as u8) | 0x80).collect();
+        let bundle = |n: &[u8]| -> Key {
+            serde_json::from_value(serde_json::json!({
+                "key": {"kid": "https://v.vault.azure.net/keys/k/0123abcd", "kty": "RSA",
+                        "n": b64(n), "e": "AQAB"},
+                "attributes": {"enabled": true, "created": 1700000000, "updated": 1700000000,
+                               "recoveryLevel": "Recoverable"}
+            }))
+            .unwrap()
+        };
+        let plain = observed_key(Operation::GetKey, &bundle(&modulus)).unwrap();
+        let mut signed = vec![0u8];
+        signed.extend_from_slice(&modulus);
+        let zero = observed_key(Operation::GetKey, &bundle(&signed)).unwrap();
+        assert_eq!(zero.key_size, Some(2048));
+        assert_eq!(zero.public_thumbprint, plain.public_thumbprint);
+        assert!(zero.key_ops.is_empty());
+        assert!(zero.enabled);
+
+        let body = r#"{"error":{"code":"com.example.keyvault.ConflictException","message":"m","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#;
+        assert_eq!(
+            error_details(body).0.as_deref(),
+            Some("ObjectIsDeletedButRecoverable")
+        );
+    }
 }
