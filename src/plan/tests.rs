@@ -1902,3 +1902,78 @@ fn the_notify_action_key_vault_adds_is_not_drift() {
     .desired_policy();
     assert!(!policy_matches(&with_notify, Some(&as_returned)));
 }
+
+/// The owner tag fits Key Vault's tag value limit for every legal namespace (DNS label, up to
+/// 63 characters) and name (DNS subdomain, up to 253), stays `namespace/name` when that fits,
+/// and tells different VaultKeys apart.
+mod owner_tag {
+    use super::super::{Owner, owner_tag_value};
+    use crate::keyvault_rules::MAX_TAG_VALUE_LEN;
+    use proptest::prelude::*;
+
+    fn namespace() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
+            "[a-z][a-z0-9-]{61}[a-z]",
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?",
+            // Long subdomains: labels of up to 63 characters, 253 in all.
+            prop::collection::vec("[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", 1..5)
+                .prop_map(|labels| labels.join("."))
+                .prop_filter("253 characters at most", |n| n.len() <= 253),
+        ]
+    }
+
+    #[test]
+    fn the_longest_legal_names_fit() {
+        let owner = Owner {
+            namespace: "n".repeat(63),
+            name: format!(
+                "{}.{}.{}.{}",
+                "a".repeat(63),
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(61)
+            ),
+            uid: "u".into(),
+        };
+        assert_eq!(format!("{}/{}", owner.namespace, owner.name).len(), 317);
+        let tag = owner.tag_value();
+        assert_eq!(tag.chars().count(), MAX_TAG_VALUE_LEN, "{tag}");
+        assert!(tag.starts_with(&format!("{}/aaa", owner.namespace)));
+        assert_eq!(owner_tag_value("payments", "key"), "payments/key");
+    }
+
+    proptest! {
+        #[test]
+        fn owner_tags_fit_and_differ(
+            ns1 in namespace(), n1 in name(), ns2 in namespace(), n2 in name(),
+        ) {
+            let t1 = owner_tag_value(&ns1, &n1);
+            prop_assert!(t1.chars().count() <= MAX_TAG_VALUE_LEN, "{} chars", t1.len());
+            let full = format!("{ns1}/{n1}");
+            if full.len() <= MAX_TAG_VALUE_LEN {
+                prop_assert_eq!(&t1, &full);
+            }
+            prop_assert_eq!(&t1, &owner_tag_value(&ns1, &n1));
+            let t2 = owner_tag_value(&ns2, &n2);
+            if (ns1.as_str(), n1.as_str()) != (ns2.as_str(), n2.as_str()) {
+                prop_assert_ne!(t1, t2);
+            }
+        }
+
+        /// Two long names that share a start still get different tags.
+        #[test]
+        fn shared_prefixes_differ(ns in namespace(), stem in "[a-z]{252}", a in "[a-z]", b in "[a-z]") {
+            prop_assume!(a != b);
+            prop_assert_ne!(
+                owner_tag_value(&ns, &format!("{}{a}", &stem[..252])),
+                owner_tag_value(&ns, &format!("{}{b}", &stem[..252]))
+            );
+        }
+    }
+}
