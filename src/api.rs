@@ -304,7 +304,7 @@ pub struct KeyAttributes {
 
     /// Absolute expiry (RFC 3339), e.g. `2027-11-25T00:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"), length(max = 35))]
+    #[schemars(length(max = 35))]
     #[x_kube(validation = Rule::new(date_time_rule()).message(DATE_TIME_MESSAGE))]
     pub expires_on: Option<String>,
 
@@ -317,7 +317,7 @@ pub struct KeyAttributes {
 
     /// Not-before time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"), length(max = 35))]
+    #[schemars(length(max = 35))]
     #[x_kube(validation = Rule::new(date_time_rule()).message(DATE_TIME_MESSAGE))]
     pub not_before: Option<String>,
 

@@ -938,7 +938,7 @@ rotationPolicy:
 /// schema would let through, and more: the schema is stricter than serde) must validate to Ok
 /// or to an `InvalidSpec` naming a field the input has, never panic.
 #[cfg(test)]
-mod proptests {
+pub(crate) mod proptests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{Map, Value, json};
@@ -1130,7 +1130,7 @@ mod proptests {
     }
 
     /// A spec-like object: each known field present or not, plus unknown fields.
-    fn spec_json() -> impl Strategy<Value = Value> {
+    pub(crate) fn spec_json() -> impl Strategy<Value = Value> {
         let identity = (
             prop::option::weighted(0.95, or_anything(vault_url())),
             prop::option::weighted(
@@ -1200,7 +1200,7 @@ mod proptests {
             prop::option::of(or_anything(attributes())),
             prop::option::of(or_anything(tags())),
             prop::option::of(or_anything(
-                (".{0,30}", prop::option::of(".{0,20}"), prop::option::of(any::<bool>())).prop_map(
+                (prop_oneof![".{0,30}", Just(r#"{"version":"1.0.0","anyOf":[]}"#.to_owned())], prop::option::of(".{0,20}"), prop::option::of(any::<bool>())).prop_map(
                     |(data, content_type, immutable)| json!({"data": data, "contentType": content_type, "immutable": immutable}),
                 ),
             )),
@@ -1242,7 +1242,7 @@ mod proptests {
         )
     }
 
-    fn key_name() -> impl Strategy<Value = String> {
+    pub(crate) fn key_name() -> impl Strategy<Value = String> {
         prop_oneof![
             10 => "[a-zA-Z0-9-]{1,127}",
             1 => "[a-z]{126,130}",

@@ -1977,3 +1977,159 @@ mod owner_tag {
         }
     }
 }
+
+/// The generative proof of issue 11: every generated spec either fails `validate` naming a
+/// field, or plans (with nothing observed: a new key) only requests that Key Vault's rules
+/// (`keyvault_rules`, the checks the emulator makes) accept.
+mod requests_key_vault_accepts {
+    use super::super::*;
+    use crate::api::VaultKeySpec;
+    use crate::keyvault::KeyProperties;
+    use crate::keyvault_rules::{self as rules, PolicyAction, PolicyTrigger};
+    use crate::validate::proptests::{key_name, spec_json};
+    use crate::validate::validate_spec_at;
+    use proptest::prelude::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn seconds(p: Period) -> i64 {
+        i64::try_from(p.approx_days()).unwrap() * rules::DAY_SECONDS
+    }
+
+    fn accepted(properties: &KeyProperties, now: DateTime<Utc>) -> Result<(), String> {
+        let tags = properties
+            .tags
+            .as_ref()
+            .ok_or("a new version carries tags")?;
+        rules::check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| e.message)?;
+        rules::check_exportable(
+            properties.exportable.unwrap_or(false),
+            properties.release_policy.is_some(),
+        )?;
+        for t in [properties.expires_on, properties.not_before]
+            .into_iter()
+            .flatten()
+        {
+            if !rules::unix_time_ok(t.timestamp()) {
+                return Err(format!("{t} is outside Key Vault's dates"));
+            }
+        }
+        if let Some(exp) = properties.expires_on {
+            if exp <= now {
+                return Err(format!("expired at creation ({exp})"));
+            }
+            if properties.not_before.is_some_and(|nbf| nbf >= exp) {
+                return Err("notBefore not before expiry".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn check_step(step: &Step, desired: &crate::validate::DesiredKey) -> Result<(), String> {
+        match step {
+            Step::Create(create) => {
+                if !rules::key_name_ok(&desired.key_name) {
+                    return Err("key name".into());
+                }
+                match create.key_type {
+                    KeyType::Rsa | KeyType::RsaHsm => {
+                        if !create
+                            .size
+                            .is_some_and(|s| rules::RSA_KEY_SIZES.contains(&s))
+                        {
+                            return Err(format!("RSA size {:?}", create.size));
+                        }
+                    }
+                    KeyType::OctHsm => {
+                        if !create
+                            .size
+                            .is_some_and(|s| rules::OCT_KEY_SIZES.contains(&s))
+                        {
+                            return Err(format!("oct size {:?}", create.size));
+                        }
+                    }
+                    KeyType::Ec | KeyType::EcHsm => {
+                        if create.size.is_some() || create.curve.is_none() {
+                            return Err("EC takes a curve, no size".into());
+                        }
+                    }
+                }
+                accepted(&create.properties, now())
+            }
+            Step::Import { properties, .. } => accepted(properties, now()),
+            Step::SetRotationPolicy(policy) => {
+                let actions: Vec<_> = policy
+                    .actions
+                    .iter()
+                    .map(|a| {
+                        (
+                            match a.action {
+                                LifetimeActionType::Rotate => PolicyAction::Rotate,
+                                LifetimeActionType::Notify => PolicyAction::Notify,
+                            },
+                            match a.trigger {
+                                Trigger::AfterCreate(p) => {
+                                    PolicyTrigger::AfterCreate(seconds(p.into()))
+                                }
+                                Trigger::BeforeExpiry(p) => {
+                                    PolicyTrigger::BeforeExpiry(seconds(p.into()))
+                                }
+                            },
+                        )
+                    })
+                    .collect();
+                rules::check_rotation_policy(policy.expires_in.map(seconds), &actions)
+                    .map_err(|e| e.message)
+            }
+            Step::AdoptRotateToken { .. } => Ok(()),
+            other => Err(format!("unexpected step for a new key: {other:?}")),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_valid_spec_plans_only_requests_key_vault_accepts(spec in spec_json(), name in key_name()) {
+            let Ok(parsed) = serde_json::from_value::<VaultKeySpec>(spec.clone()) else {
+                return Ok(());
+            };
+            let desired = match validate_spec_at(&parsed, name, now()) {
+                Err(e) => {
+                    prop_assert!(!e.field.is_empty() && !e.message.trim().is_empty());
+                    return Ok(());
+                }
+                Ok(desired) => desired,
+            };
+            // The longest legal owner: the owner tag must still fit.
+            let owner = Owner {
+                namespace: "n".repeat(63),
+                name: format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)),
+                uid: "0f7c2a4e-0000-4000-8000-000000000001".into(),
+            };
+            let material = MaterialSummary { thumbprint: format!("sha256:{}", "A".repeat(43)) };
+            let plan = plan(&PlanInput {
+                desired: &desired,
+                owner: &owner,
+                observed: &Observed::default(),
+                remembered: &Remembered::default(),
+                material: Some(&material),
+                now: now(),
+            });
+            let Plan::Steps(steps) = plan else {
+                return Err(TestCaseError::fail(format!("a new key is blocked: {plan:?}")));
+            };
+            prop_assert!(!steps.is_empty());
+            for step in &steps {
+                if let Err(why) = check_step(step, &desired) {
+                    return Err(TestCaseError::fail(format!("{spec}: Key Vault would refuse {step:?}: {why}")));
+                }
+            }
+        }
+    }
+}

@@ -357,7 +357,7 @@ fn strings(obj: &Map<String, Value>) -> BoxedStrategy<Value> {
                 min..=max.unwrap_or(UNBOUNDED_STRING).min(40),
             )
             .prop_map(|cs| cs.into_iter().collect::<String>());
-            prop_oneof![4 => hinted, 1 => any_string].boxed()
+            prop_oneof![9 => hinted, 1 => any_string].boxed()
         }
         (None, Some("date-time")) => go_openapi_date_time().boxed(),
         (None, Some(other)) => panic!("string format {other:?} is not modelled"),
