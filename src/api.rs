@@ -24,6 +24,7 @@ pub const IMPORTED_MATERIAL_TAG: &str = "vaultkey.dev/imported-material";
 pub const RESERVED_TAG_PREFIX: &str = "vaultkey.dev/";
 /// Key Vault's limits on one tag (from the table in [`crate::keyvault_rules`]).
 pub use crate::keyvault_rules::{MAX_TAG_NAME_LEN, MAX_TAG_VALUE_LEN};
+use crate::keyvault_rules::{MAX_USER_TAGS, OCT_KEY_SIZES, RSA_KEY_SIZES};
 
 /// RFC 3339 date-times as both the API server and our parsers (chrono for the spec, jiff for
 /// `metav1.Time` in the status) accept them. The API server's `date-time` format alone also
@@ -75,8 +76,8 @@ pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
     validation = Rule::new("!has(self.keySize) || self.keyType in ['RSA', 'RSA-HSM', 'oct-HSM']").field_path(".keySize").message("keySize applies only to RSA, RSA-HSM and oct-HSM keys; EC keys take a curve"),
     validation = Rule::new("!has(self.curve) || self.keyType in ['EC', 'EC-HSM']").field_path(".curve").message("curve applies only to EC and EC-HSM keys"),
     validation = Rule::new("!has(self.publicExponent) || self.keyType in ['RSA', 'RSA-HSM']").field_path(".publicExponent").message("publicExponent applies only to RSA keys"),
-    validation = Rule::new("!has(self.keySize) || self.keyType != 'oct-HSM' || self.keySize in [128, 192, 256]").field_path(".keySize").message("oct-HSM keySize must be 128, 192 or 256 (e.g. keySize: 256)"),
-    validation = Rule::new("!has(self.keySize) || !(self.keyType in ['RSA', 'RSA-HSM']) || self.keySize in [2048, 3072, 4096]").field_path(".keySize").message("RSA keySize must be 2048, 3072 or 4096 (e.g. keySize: 2048)"),
+    validation = Rule::new(format!("!has(self.keySize) || self.keyType != 'oct-HSM' || self.keySize in {OCT_KEY_SIZES:?}")).field_path(".keySize").message("oct-HSM keySize must be 128, 192 or 256 (e.g. keySize: 256)"),
+    validation = Rule::new(format!("!has(self.keySize) || !(self.keyType in ['RSA', 'RSA-HSM']) || self.keySize in {RSA_KEY_SIZES:?}")).field_path(".keySize").message("RSA keySize must be 2048, 3072 or 4096 (e.g. keySize: 2048)"),
     validation = Rule::new("!has(self.attributes) || !has(self.attributes.exportable) || !self.attributes.exportable || has(self.releasePolicy)").field_path(".attributes.exportable").message("spec.attributes.exportable: Key Vault refuses an exportable key without a release policy: add spec.releasePolicy, or remove exportable"),
     validation = Rule::new("!has(self.import) || self.keyType in ['RSA', 'RSA-HSM', 'EC', 'EC-HSM']").message("import supports RSA and EC material only"),
     validation = Rule::new("!has(self.import) || (!has(self.keySize) && !has(self.curve) && !has(self.publicExponent))").message("an imported key takes its size or curve from the material: remove keySize, curve and publicExponent"),
@@ -132,10 +133,10 @@ pub struct VaultKeySpec {
     /// 1-512 characters and values of up to 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(
-        validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 512)").message("tag names must have 1-512 characters"),
+        validation = Rule::new(format!("self.all(k, size(k) >= 1 && size(k) <= {MAX_TAG_NAME_LEN})")).message(format!("tag names must have 1-{MAX_TAG_NAME_LEN} characters").as_str()),
         validation = Rule::new("self.all(k, !k.lowerAscii().startsWith('vaultkey.dev/'))").message("tags under vaultkey.dev/ (in any letter case) are reserved for the operator"),
     )]
-    #[schemars(extend("maxProperties" = 12, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[schemars(extend("maxProperties" = MAX_USER_TAGS, "additionalProperties" = {"type": "string", "maxLength": MAX_TAG_VALUE_LEN}))]
     pub tags: BTreeMap<String, String>,
 
     /// Secure key release policy, passed to Key Vault when a version is created or imported.
