@@ -22,9 +22,9 @@ pub const IMPORTED_MATERIAL_TAG: &str = "vaultkey.dev/imported-material";
 /// Prefix reserved for the operator's own tags; users cannot set tags under it, in any letter
 /// case (Key Vault tag names are case-insensitive).
 pub const RESERVED_TAG_PREFIX: &str = "vaultkey.dev/";
-/// Key Vault's limits on one tag.
-pub const MAX_TAG_NAME_LEN: usize = 512;
-pub const MAX_TAG_VALUE_LEN: usize = 256;
+/// Key Vault's limits on one tag (from the table in [`crate::keyvault_rules`]).
+pub use crate::keyvault_rules::{MAX_TAG_NAME_LEN, MAX_TAG_VALUE_LEN};
+use crate::keyvault_rules::{MAX_USER_TAGS, OCT_KEY_SIZES, RSA_KEY_SIZES};
 
 /// RFC 3339 date-times as both the API server and our parsers (chrono for the spec, jiff for
 /// `metav1.Time` in the status) accept them. The API server's `date-time` format alone also
@@ -38,6 +38,21 @@ pub const PERIOD_PATTERN: &str = r"^P([0-9]{1,6}Y)?([0-9]{1,6}M)?([0-9]{1,6}W)?(
 /// Upper bound of the int64 fields: the largest integer a float64 holds exactly. The API
 /// server compares against `maximum` as a float64 and also admits integral floats, so a bound
 /// of i64::MAX (2^63 as a float64) would let 2^63 through, which i64 cannot hold.
+/// The message of the CEL rule that checks [`DATE_TIME_PATTERN`] on spec fields: the pattern
+/// alone would show a person only the regular expression.
+pub const DATE_TIME_MESSAGE: &str = "must be an RFC 3339 time with seconds and Z or a ±hh:mm offset, years 0000-9998, e.g. 2027-11-25T00:00:00Z";
+/// The same for [`PERIOD_PATTERN`].
+pub const PERIOD_MESSAGE: &str = "must be an ISO-8601 period of whole years, months, weeks and days (up to 6 digits each), e.g. P90D, P1Y, P1Y6M";
+pub use crate::keyvault_rules::KEY_NAME_PATTERN;
+
+fn date_time_rule() -> String {
+    format!("self.matches(r'{DATE_TIME_PATTERN}')")
+}
+
+fn period_rule() -> String {
+    format!("self.matches(r'{PERIOD_PATTERN}')")
+}
+
 pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
 
 /// A key in Azure Key Vault, managed declaratively.
@@ -54,21 +69,21 @@ pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.keyType"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.currentVersion"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("(has(self.spec.keyName) ? self.spec.keyName : self.metadata.name) == (has(oldSelf.spec.keyName) ? oldSelf.spec.keyName : oldSelf.metadata.name)").field_path(".spec.keyName").message("spec.keyName is immutable: the key keeps the name it was created with (spec.keyName, or metadata.name when unset); spelling out that same name is fine")
 )]
 #[x_kube(
-    validation = Rule::new("!has(self.keySize) || self.keyType in ['RSA', 'RSA-HSM', 'oct-HSM']").message("keySize applies only to RSA, RSA-HSM and oct-HSM keys; EC keys take a curve"),
-    validation = Rule::new("!has(self.curve) || self.keyType in ['EC', 'EC-HSM']").message("curve applies only to EC and EC-HSM keys"),
-    validation = Rule::new("!has(self.publicExponent) || self.keyType in ['RSA', 'RSA-HSM']").message("publicExponent applies only to RSA keys"),
-    validation = Rule::new("!has(self.keySize) || self.keyType != 'oct-HSM' || self.keySize in [128, 192, 256]").message("oct-HSM keySize must be 128, 192 or 256"),
-    validation = Rule::new("!has(self.keySize) || self.keyType == 'oct-HSM' || self.keySize in [2048, 3072, 4096]").message("RSA keySize must be 2048, 3072 or 4096"),
+    validation = Rule::new("!has(self.keySize) || self.keyType in ['RSA', 'RSA-HSM', 'oct-HSM']").field_path(".keySize").message("keySize applies only to RSA, RSA-HSM and oct-HSM keys; EC keys take a curve"),
+    validation = Rule::new("!has(self.curve) || self.keyType in ['EC', 'EC-HSM']").field_path(".curve").message("curve applies only to EC and EC-HSM keys"),
+    validation = Rule::new("!has(self.publicExponent) || self.keyType in ['RSA', 'RSA-HSM']").field_path(".publicExponent").message("publicExponent applies only to RSA keys"),
+    validation = Rule::new(format!("!has(self.keySize) || self.keyType != 'oct-HSM' || self.keySize in {OCT_KEY_SIZES:?}")).field_path(".keySize").message("oct-HSM keySize must be 128, 192 or 256 (e.g. keySize: 256)"),
+    validation = Rule::new(format!("!has(self.keySize) || !(self.keyType in ['RSA', 'RSA-HSM']) || self.keySize in {RSA_KEY_SIZES:?}")).field_path(".keySize").message("RSA keySize must be 2048, 3072 or 4096 (e.g. keySize: 2048)"),
+    validation = Rule::new("!has(self.attributes) || !has(self.attributes.exportable) || !self.attributes.exportable || has(self.releasePolicy)").field_path(".attributes.exportable").message("spec.attributes.exportable: Key Vault refuses an exportable key without a release policy: add spec.releasePolicy, or remove exportable"),
     validation = Rule::new("self.keyType != 'oct-HSM' || !self.vaultUrl.matches('^(?i)https://[^/:]+\\\\.vault\\\\.(azure\\\\.net|azure\\\\.cn|usgovcloudapi\\\\.net)(:[0-9]+)?/?$')").message("oct-HSM keys exist only in a Managed HSM, and vaultUrl is a Key Vault: use a Managed HSM URL (https://<hsm>.managedhsm.azure.net) or keyType RSA-HSM / EC-HSM").field_path(".keyType"),
     validation = Rule::new("!has(self.import) || self.keyType in ['RSA', 'RSA-HSM', 'EC', 'EC-HSM']").message("import supports RSA and EC material only"),
     validation = Rule::new("!has(self.import) || (!has(self.keySize) && !has(self.curve) && !has(self.publicExponent))").message("an imported key takes its size or curve from the material: remove keySize, curve and publicExponent"),
     validation = Rule::new("!has(self.import) || !has(self.rotateToken)").message("rotateToken makes Key Vault generate new material, which conflicts with import: change the Secret to import a new version instead"),
     validation = Rule::new("!has(self.import) || !has(self.rotationPolicy) || self.rotationPolicy.lifetimeActions.all(a, a.action != 'Rotate')").message("an imported key cannot have a Rotate action: Key Vault would replace the imported material; use Notify, and change the Secret to import a new version"),
-    validation = Rule::new("!has(self.keyName) || !has(oldSelf.keyName) || self.keyName == oldSelf.keyName").message("keyName is immutable"),
-    validation = Rule::new("has(self.keyName) == has(oldSelf.keyName)").message("keyName cannot be added or removed after creation"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VaultKeySpec {
@@ -80,7 +95,8 @@ pub struct VaultKeySpec {
     /// Name of the key in the vault; defaults to `metadata.name`. Immutable. Key Vault allows
     /// 1-127 letters, digits and dashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9a-zA-Z-]{1,127}$"))]
+    #[schemars(length(min = 1, max = 127))]
+    #[x_kube(validation = Rule::new(format!("self.matches(r'{KEY_NAME_PATTERN}')")).message("keyName must be 1-127 letters, digits and dashes (Key Vault's rule), e.g. payments-key"))]
     pub key_name: Option<String>,
 
     /// Key type. Changing it creates a new version of the same key (Key Vault keeps the history).
@@ -118,10 +134,10 @@ pub struct VaultKeySpec {
     /// 1-512 characters and values of up to 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(
-        validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 512)").message("tag names must have 1-512 characters"),
+        validation = Rule::new(format!("self.all(k, size(k) >= 1 && size(k) <= {MAX_TAG_NAME_LEN})")).message(format!("tag names must have 1-{MAX_TAG_NAME_LEN} characters").as_str()),
         validation = Rule::new("self.all(k, !k.lowerAscii().startsWith('vaultkey.dev/'))").message("tags under vaultkey.dev/ (in any letter case) are reserved for the operator"),
     )]
-    #[schemars(extend("maxProperties" = 12, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[schemars(extend("maxProperties" = MAX_USER_TAGS, "additionalProperties" = {"type": "string", "maxLength": MAX_TAG_VALUE_LEN}))]
     pub tags: BTreeMap<String, String>,
 
     /// Secure key release policy, passed to Key Vault when a version is created or imported.
@@ -290,18 +306,21 @@ pub struct KeyAttributes {
 
     /// Absolute expiry (RFC 3339), e.g. `2027-11-25T00:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"), regex(pattern = DATE_TIME_PATTERN))]
+    #[schemars(length(max = 35))]
+    #[x_kube(validation = Rule::new(date_time_rule()).message(DATE_TIME_MESSAGE))]
     pub expires_on: Option<String>,
 
     /// Relative expiry applied to each new version: an ISO-8601 duration counted from the
     /// version's creation, e.g. `P1Y` ("now + 1 year" in the how-to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = PERIOD_PATTERN), length(min = 3))]
+    #[schemars(length(min = 3, max = 29))]
+    #[x_kube(validation = Rule::new(period_rule()).message(PERIOD_MESSAGE))]
     pub expires_after: Option<String>,
 
     /// Not-before time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"), regex(pattern = DATE_TIME_PATTERN))]
+    #[schemars(length(max = 35))]
+    #[x_kube(validation = Rule::new(date_time_rule()).message(DATE_TIME_MESSAGE))]
     pub not_before: Option<String>,
 
     /// Whether the private key can be exported (needs a release policy). Set when a version is
@@ -352,7 +371,8 @@ pub struct ReleasePolicy {
 pub struct RotationPolicy {
     /// Expiry of each new version (ISO-8601 duration, at least 28 days), e.g. `P90D`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = PERIOD_PATTERN), length(min = 3))]
+    #[schemars(length(min = 3, max = 29))]
+    #[x_kube(validation = Rule::new(period_rule()).message(PERIOD_MESSAGE))]
     pub expires_in: Option<String>,
 
     /// What Key Vault does, and when.
@@ -372,11 +392,13 @@ pub struct LifetimeAction {
     pub action: LifetimeActionType,
     /// ISO-8601 duration after the version's creation, e.g. `P30D` (at least 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = PERIOD_PATTERN), length(min = 3))]
+    #[schemars(length(min = 3, max = 29))]
+    #[x_kube(validation = Rule::new(period_rule()).message(PERIOD_MESSAGE))]
     pub time_after_create: Option<String>,
     /// ISO-8601 duration before the version's expiry, e.g. `P7D` (at least 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = PERIOD_PATTERN), length(min = 3))]
+    #[schemars(length(min = 3, max = 29))]
+    #[x_kube(validation = Rule::new(period_rule()).message(PERIOD_MESSAGE))]
     pub time_before_expiry: Option<String>,
 }
 
@@ -398,11 +420,13 @@ pub struct ImportSource {
 }
 
 /// A key within a Secret.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    /// Secret name (same namespace as the VaultKey).
+    /// Secret name: a plain name in the VaultKey's own namespace (a DNS subdomain such as
+    /// `payments-key`, not `namespace/name`).
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be the plain name of a Secret in the VaultKey's own namespace (a DNS subdomain: lower-case letters, digits, '-' and '.', e.g. payments-key); a Secret in another namespace cannot be referenced"))]
     pub name: String,
     /// Key within the Secret's data.
     #[schemars(length(min = 1, max = 253))]

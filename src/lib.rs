@@ -5,6 +5,7 @@ pub mod controller;
 pub mod health;
 pub mod key_material;
 pub mod keyvault;
+pub mod keyvault_rules;
 pub mod leader;
 pub mod period;
 pub mod plan;

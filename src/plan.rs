@@ -26,9 +26,31 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The value of the owner tag ([`OWNER_TAG`]): `namespace/name` when it fits Key Vault's
+    /// tag value limit (256 characters), else — a namespace may have 63 characters and a name
+    /// 253 — `namespace/<start of name>~<hash>`, where the hash (SHA-256 of `namespace/name`,
+    /// 16 hex digits) tells long names apart. Kubernetes names never contain `~`, so a
+    /// shortened value never equals a full one. Every comparison with the owner tag (plan,
+    /// cleanup) must use this function.
     pub fn tag_value(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        owner_tag_value(&self.namespace, &self.name)
     }
+}
+
+/// [`Owner::tag_value`] for a namespace and name.
+pub fn owner_tag_value(namespace: &str, name: &str) -> String {
+    use crate::keyvault_rules::MAX_TAG_VALUE_LEN;
+    let full = format!("{namespace}/{name}");
+    if full.chars().count() <= MAX_TAG_VALUE_LEN {
+        return full;
+    }
+    let hash = fingerprint(&full);
+    // namespace, '/', part of the name, '~', 16 hex digits.
+    let room = MAX_TAG_VALUE_LEN.saturating_sub(namespace.chars().count() + 1 + 1 + hash.len());
+    let start: String = name.chars().take(room).collect();
+    let value = format!("{namespace}/{start}~{hash}");
+    // Only an illegal namespace (over 63 characters) could still be too long.
+    value.chars().take(MAX_TAG_VALUE_LEN).collect()
 }
 
 /// What the vault holds for the key's name.

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::keyvault_rules::{MAX_UNIX_TIME, MIN_UNIX_TIME};
+
 use crate::api::{
     Condition, KeyVersionStatus, ObservedLifetimeAction, ObservedRotationPolicy, PendingRotation,
     VaultKeyStatus,
@@ -159,11 +161,15 @@ pub fn build(
     out
 }
 
-/// Key Vault times have second precision; so does status.
+/// Key Vault times have second precision; so does status. A time outside the range the CRD's
+/// date-time pattern admits (years 0000-9998, [`MIN_UNIX_TIME`]..=[`MAX_UNIX_TIME`]) is clamped
+/// to that range: a vault date of 9999-12-31 shows as 9998-12-31T23:59:59Z, never as a
+/// different, possible-looking time such as 1970-01-01.
 pub fn k8s_time(t: DateTime<Utc>) -> Time {
+    let seconds = t.timestamp().clamp(MIN_UNIX_TIME, MAX_UNIX_TIME);
     Time(
-        k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
-            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        k8s_openapi::jiff::Timestamp::from_second(seconds)
+            .expect("the clamped range lies within jiff's"),
     )
 }
 
@@ -434,5 +440,18 @@ mod tests {
         assert_eq!(failing.current_version.as_deref(), Some("v1"));
         assert_eq!(failing.observed_generation, Some(2));
         assert_eq!(failing.conditions[0].status, "False");
+    }
+
+    #[test]
+    fn impossible_times_are_clamped_not_wrapped() {
+        let far = Utc.with_ymd_and_hms(9999, 12, 31, 0, 0, 0).unwrap();
+        assert_eq!(
+            k8s_time(far).0.to_string(),
+            "9998-12-31T23:59:59Z",
+            "a date past the status range shows as its last second, not as 1970"
+        );
+        let early = Utc.with_ymd_and_hms(-5, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(k8s_time(early).0.to_string(), "0000-01-01T00:00:00Z");
+        assert_eq!(k8s_time(at(1)).0.as_second(), at(1).timestamp());
     }
 }

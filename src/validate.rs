@@ -8,17 +8,14 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{
     Curve, DeletionPolicy, ImportSource, KeyOperation, KeyType, LifetimeActionType,
-    MAX_TAG_NAME_LEN, MAX_TAG_VALUE_LEN, RESERVED_TAG_PREFIX, ReleasePolicy, VaultKey,
-    VaultKeySpec,
+    RESERVED_TAG_PREFIX, ReleasePolicy, VaultKey, VaultKeySpec,
+};
+use crate::key_material::MaterialKind;
+use crate::keyvault_rules::{
+    self as rules, DAY_SECONDS, MAX_UNIX_TIME, MAX_USER_TAGS, OCT_KEY_SIZES, PolicyAction,
+    PolicyPart, PolicyTrigger, RSA_KEY_SIZES,
 };
 use crate::period::Period;
-
-/// Key Vault's minimum expiry for a rotation policy.
-const MIN_POLICY_EXPIRY_DAYS: u64 = 28;
-/// Key Vault's minimum distance of a rotation from creation and from expiry.
-const MIN_ROTATION_MARGIN_DAYS: u64 = 7;
-/// Key Vault allows 15 tags; the operator keeps up to 3 of its own.
-const MAX_USER_TAGS: usize = 12;
 
 /// Why a spec cannot be acted on; the message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,19 +122,30 @@ impl From<PeriodKey> for Period {
     }
 }
 
+/// [`validate_at`] with the current time.
 pub fn validate(vk: &VaultKey) -> Result<DesiredKey, InvalidSpec> {
-    let key_name = vk.key_name().to_owned();
-    validate_spec(&vk.spec, key_name)
+    validate_at(vk, Utc::now())
 }
 
+/// Validates the spec as of `now`: expiries are checked against the clock (a key must not be
+/// expired when it is created, nor expire beyond the dates Key Vault and the status hold).
+pub fn validate_at(vk: &VaultKey, now: DateTime<Utc>) -> Result<DesiredKey, InvalidSpec> {
+    let key_name = vk.key_name().to_owned();
+    validate_spec_at(&vk.spec, key_name, now)
+}
+
+/// [`validate_spec_at`] with the current time.
 pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey, InvalidSpec> {
+    validate_spec_at(spec, key_name, Utc::now())
+}
+
+pub fn validate_spec_at(
+    spec: &VaultKeySpec,
+    key_name: String,
+    now: DateTime<Utc>,
+) -> Result<DesiredKey, InvalidSpec> {
     let vault_url = vault_url(&spec.vault_url)?;
-    if key_name.is_empty()
-        || key_name.len() > 127
-        || !key_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
+    if !rules::key_name_ok(&key_name) {
         return Err(invalid(
             "keyName",
             format!(
@@ -196,10 +204,34 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
                 "set either expiresOn or expiresAfter, not both",
             ));
         }
-        (Some(at), None) => Expiry::At(timestamp("attributes.expiresOn", at)?),
-        (None, Some(after)) => Expiry::AfterCreation(
-            Period::parse(after).map_err(|e| invalid("attributes.expiresAfter", e.to_string()))?,
-        ),
+        (Some(at), None) => {
+            let at = timestamp("attributes.expiresOn", at)?;
+            if at <= now {
+                return Err(invalid(
+                    "attributes.expiresOn",
+                    format!(
+                        "{} is not in the future: the key would be expired as soon as it is written; set a later time (e.g. {}), or remove expiresOn",
+                        at.to_rfc3339(),
+                        (now + chrono::Duration::days(365)).format("%Y-%m-%dT00:00:00Z")
+                    ),
+                ));
+            }
+            Expiry::At(at)
+        }
+        (None, Some(after)) => {
+            let field = "attributes.expiresAfter";
+            let period = Period::parse(after).map_err(|e| invalid(field, e.to_string()))?;
+            if period.approx_days() == 0 {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{after} would make every version expired at creation; give a period of at least one day (e.g. P1Y)"
+                    ),
+                ));
+            }
+            within_time_limit(field, after, period, now)?;
+            Expiry::AfterCreation(period)
+        }
         (None, None) => Expiry::None,
     };
     let not_before = attrs
@@ -207,12 +239,38 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
         .as_deref()
         .map(|t| timestamp("attributes.notBefore", t))
         .transpose()?;
-    if let (Expiry::At(exp), Some(nbf)) = (expiry, not_before)
+    let first_expiry = match expiry {
+        Expiry::None => None,
+        Expiry::At(at) => Some(at),
+        Expiry::AfterCreation(period) => period.after(now),
+    };
+    if let (Some(exp), Some(nbf)) = (first_expiry, not_before)
         && nbf >= exp
     {
         return Err(invalid(
             "attributes.notBefore",
-            "notBefore must be earlier than expiresOn",
+            format!(
+                "notBefore {} is not earlier than the expiry {}: the key would never be usable; set notBefore earlier, or the expiry later",
+                nbf.to_rfc3339(),
+                exp.to_rfc3339()
+            ),
+        ));
+    }
+    if let Err(message) = rules::check_exportable(
+        attrs.exportable.unwrap_or(false),
+        spec.release_policy.is_some(),
+    ) {
+        return Err(invalid(
+            "attributes.exportable",
+            format!("{message}: add spec.releasePolicy, or remove exportable"),
+        ));
+    }
+    if let Some(policy) = &spec.release_policy
+        && serde_json::from_str::<serde_json::Value>(&policy.data).map_or(true, |v| !v.is_object())
+    {
+        return Err(invalid(
+            "releasePolicy.data",
+            "the release policy must be a JSON object, e.g. {\"version\":\"1.0.0\",\"anyOf\":[...]}",
         ));
     }
 
@@ -230,29 +288,14 @@ pub fn validate_spec(spec: &VaultKeySpec, key_name: String) -> Result<DesiredKey
             ),
         ));
     }
-    for (name, value) in &spec.tags {
-        // Key Vault counts characters, as CEL's size() does.
-        let name_len = name.chars().count();
-        if name_len == 0 || name_len > MAX_TAG_NAME_LEN {
-            return Err(invalid(
-                "tags",
-                format!(
-                    "tag names must have 1-{MAX_TAG_NAME_LEN} characters; {name:?} has {name_len}"
-                ),
-            ));
-        }
-        if value.chars().count() > MAX_TAG_VALUE_LEN {
-            return Err(invalid(
-                "tags",
-                format!("the value of tag {name:?} is longer than {MAX_TAG_VALUE_LEN} characters"),
-            ));
-        }
+    if let Err(e) = rules::check_tags(spec.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        return Err(invalid("tags", e.message));
     }
 
     let rotation_policy = spec
         .rotation_policy
         .as_ref()
-        .map(rotation_policy)
+        .map(|p| rotation_policy(p, now))
         .transpose()?;
 
     Ok(DesiredKey {
@@ -579,7 +622,7 @@ fn generated_material(spec: &VaultKeySpec) -> Result<Material, InvalidSpec> {
         }
         (_, None) => None,
         (KeyType::OctHsm, Some(size)) => {
-            if ![128, 192, 256].contains(&size) {
+            if !OCT_KEY_SIZES.contains(&size) {
                 return Err(invalid(
                     "keySize",
                     "oct-HSM keySize must be 128, 192 or 256",
@@ -588,7 +631,7 @@ fn generated_material(spec: &VaultKeySpec) -> Result<Material, InvalidSpec> {
             Some(size)
         }
         (KeyType::Rsa | KeyType::RsaHsm, Some(size)) => {
-            if ![2048, 3072, 4096].contains(&size) {
+            if !RSA_KEY_SIZES.contains(&size) {
                 return Err(invalid("keySize", "RSA keySize must be 2048, 3072 or 4096"));
             }
             Some(size)
@@ -613,7 +656,7 @@ fn generated_material(spec: &VaultKeySpec) -> Result<Material, InvalidSpec> {
 /// Key Vault keeps whole seconds; truncating here keeps a sub-second spec from looking like
 /// drift forever.
 fn timestamp(field: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidSpec> {
-    DateTime::parse_from_rfc3339(text)
+    let t = DateTime::parse_from_rfc3339(text)
         .ok()
         .and_then(|t| DateTime::from_timestamp(t.timestamp(), 0))
         .ok_or_else(|| {
@@ -621,79 +664,83 @@ fn timestamp(field: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidSp
                 field,
                 format!("{text:?} is not an RFC 3339 timestamp (e.g. 2027-11-25T00:00:00Z)"),
             )
-        })
+        })?;
+    if !rules::unix_time_ok(t.timestamp()) {
+        return Err(invalid(
+            field,
+            format!(
+                "{text:?} is outside 0000-01-01 to 9998-12-31, the dates Key Vault and the status hold (e.g. 2027-11-25T00:00:00Z)"
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+/// A period counted from `now` must end by [`MAX_UNIX_TIME`] (9998-12-31T23:59:59Z): Key
+/// Vault's `exp` is a Unix time and the status shows it as a `metav1.Time`.
+fn within_time_limit(
+    field: &'static str,
+    text: &str,
+    period: Period,
+    now: DateTime<Utc>,
+) -> Result<(), InvalidSpec> {
+    if period
+        .after(now)
+        .is_none_or(|t| t.timestamp() > MAX_UNIX_TIME)
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "{text} from now ends after 9998-12-31, the latest expiry Key Vault dates and the status hold; use a shorter period (e.g. P1Y, P10Y)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn period_seconds(p: Period) -> i64 {
+    i64::try_from(p.approx_days()).unwrap_or(i64::MAX / DAY_SECONDS) * DAY_SECONDS
 }
 
 fn rotation_policy(
     policy: &crate::api::RotationPolicy,
+    now: DateTime<Utc>,
 ) -> Result<DesiredRotationPolicy, InvalidSpec> {
     let expires_in = policy
         .expires_in
         .as_deref()
         .map(|p| Period::parse(p).map_err(|e| invalid("rotationPolicy.expiresIn", e.to_string())))
         .transpose()?;
-    if let Some(exp) = expires_in
-        && exp.approx_days() < MIN_POLICY_EXPIRY_DAYS
-    {
-        return Err(invalid(
-            "rotationPolicy.expiresIn",
-            format!("{exp} is shorter than Key Vault's minimum of {MIN_POLICY_EXPIRY_DAYS} days"),
-        ));
+    if let (Some(exp), Some(text)) = (expires_in, policy.expires_in.as_deref()) {
+        within_time_limit("rotationPolicy.expiresIn", text, exp, now)?;
     }
+    let field = "rotationPolicy.lifetimeActions";
     let mut actions = Vec::new();
-    for action in &policy.lifetime_actions {
-        let field = "rotationPolicy.lifetimeActions";
+    let mut checked = Vec::new();
+    for (i, action) in policy.lifetime_actions.iter().enumerate() {
+        let parse = |name: &str, text: &str| {
+            Period::parse(text).map_err(|e| invalid(field, format!("[{i}].{name}: {e}")))
+        };
         let trigger = match (&action.time_after_create, &action.time_before_expiry) {
-            (Some(after), None) => {
-                let after = Period::parse(after)
-                    .map_err(|e| invalid(field, format!("timeAfterCreate: {e}")))?;
-                if action.action == LifetimeActionType::Notify {
-                    return Err(invalid(
-                        field,
-                        "a Notify action takes timeBeforeExpiry, not timeAfterCreate",
-                    ));
-                }
-                if after.approx_days() < MIN_ROTATION_MARGIN_DAYS {
-                    return Err(invalid(
-                        field,
-                        format!(
-                            "timeAfterCreate {after} is shorter than Key Vault's minimum of {MIN_ROTATION_MARGIN_DAYS} days"
-                        ),
-                    ));
-                }
-                if let Some(exp) = expires_in
-                    && after.approx_days() + MIN_ROTATION_MARGIN_DAYS > exp.approx_days()
-                {
-                    return Err(invalid(
-                        field,
-                        format!(
-                            "timeAfterCreate {after} must be at least {MIN_ROTATION_MARGIN_DAYS} days before expiresIn {exp}"
-                        ),
-                    ));
-                }
-                Trigger::AfterCreate(after.into())
-            }
+            (Some(after), None) => Trigger::AfterCreate(parse("timeAfterCreate", after)?.into()),
             (None, Some(before)) => {
-                let before = Period::parse(before)
-                    .map_err(|e| invalid(field, format!("timeBeforeExpiry: {e}")))?;
+                let before = parse("timeBeforeExpiry", before)?;
+                // The operator's own rule, stricter than Key Vault's for Notify: a period
+                // before expiry needs an expiry in the policy, and must be shorter than it.
                 let Some(exp) = expires_in else {
                     return Err(invalid(
                         field,
-                        "timeBeforeExpiry needs rotationPolicy.expiresIn",
-                    ));
-                };
-                if before.approx_days() < MIN_ROTATION_MARGIN_DAYS {
-                    return Err(invalid(
-                        field,
                         format!(
-                            "timeBeforeExpiry {before} is shorter than Key Vault's minimum of {MIN_ROTATION_MARGIN_DAYS} days"
+                            "[{i}].timeBeforeExpiry needs rotationPolicy.expiresIn (e.g. P90D): without an expiry there is nothing to count back from"
                         ),
                     ));
-                }
+                };
                 if before.approx_days() >= exp.approx_days() {
                     return Err(invalid(
                         field,
-                        format!("timeBeforeExpiry {before} must be shorter than expiresIn {exp}"),
+                        format!(
+                            "[{i}].timeBeforeExpiry {before} must be shorter than expiresIn {exp}"
+                        ),
                     ));
                 }
                 Trigger::BeforeExpiry(before.into())
@@ -701,28 +748,68 @@ fn rotation_policy(
             _ => {
                 return Err(invalid(
                     field,
-                    "set exactly one of timeAfterCreate and timeBeforeExpiry",
+                    format!("[{i}]: set exactly one of timeAfterCreate and timeBeforeExpiry"),
                 ));
             }
         };
+        checked.push((
+            match action.action {
+                LifetimeActionType::Rotate => PolicyAction::Rotate,
+                LifetimeActionType::Notify => PolicyAction::Notify,
+            },
+            match trigger {
+                Trigger::AfterCreate(p) => PolicyTrigger::AfterCreate(period_seconds(p.into())),
+                Trigger::BeforeExpiry(p) => PolicyTrigger::BeforeExpiry(period_seconds(p.into())),
+            },
+        ));
         actions.push(DesiredLifetimeAction {
             action: action.action,
             trigger,
         });
     }
-    for kind in [LifetimeActionType::Rotate, LifetimeActionType::Notify] {
-        if actions.iter().filter(|a| a.action == kind).count() > 1 {
-            return Err(invalid(
-                "rotationPolicy.lifetimeActions",
-                format!("at most one {kind:?} action"),
-            ));
-        }
-    }
+    rules::check_rotation_policy(expires_in.map(period_seconds), &checked).map_err(
+        |e| match e.part {
+            PolicyPart::ExpiryTime => invalid("rotationPolicy.expiresIn", e.message),
+            PolicyPart::Action(i) => invalid(field, format!("[{i}]: {}", e.message)),
+            PolicyPart::Actions => invalid(field, e.message),
+        },
+    )?;
     actions.sort();
     Ok(DesiredRotationPolicy {
         expires_in,
         actions,
     })
+}
+
+/// Imported material must be of the family `keyType` names: Key Vault would otherwise make a
+/// key of the material's type (EC material under `keyType: RSA` becomes an EC key) and the
+/// VaultKey would report Ready for a key it does not describe. The controller calls this with
+/// the parsed Secret before planning (`MaterialKind` is public information, safe to report).
+pub fn check_material(desired: &DesiredKey, kind: MaterialKind) -> Result<(), InvalidSpec> {
+    let Material::Imported(source) = &desired.material else {
+        return Ok(());
+    };
+    let fits = match kind {
+        MaterialKind::Rsa { .. } => desired.key_type.is_rsa(),
+        MaterialKind::Ec { .. } => desired.key_type.is_ec(),
+    };
+    if fits {
+        return Ok(());
+    }
+    let (family, hsm) = match kind {
+        MaterialKind::Rsa { .. } => ("RSA", "RSA-HSM"),
+        MaterialKind::Ec { .. } => ("EC", "EC-HSM"),
+    };
+    Err(invalid(
+        "keyType",
+        format!(
+            "import.secretRef (Secret {:?}, key {:?}) holds {kind} material, but keyType is {}: set keyType to {family} or {hsm}, or point import.secretRef at {} material",
+            source.secret_ref.name,
+            source.secret_ref.key,
+            desired.key_type.as_str(),
+            desired.key_type.as_str().trim_end_matches("-HSM"),
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -733,8 +820,15 @@ mod tests {
         serde_norway::from_str(yaml).expect("test spec parses")
     }
 
+    /// The clock the tests validate at.
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
     fn check(yaml: &str) -> Result<DesiredKey, InvalidSpec> {
-        validate_spec(&spec(yaml), "my-key".into())
+        validate_spec_at(&spec(yaml), "my-key".into(), now())
     }
 
     const HOW_TO: &str = r#"
@@ -989,6 +1083,95 @@ rotationPolicy:
         assert!(matches!(d.material, Material::Imported(ref src) if src.secret_ref.name == "s"));
     }
 
+    /// Issue 11: each class reached the vault, or became Ready, with the old checks.
+    #[test]
+    fn refuses_what_key_vault_or_the_clock_would_refuse() {
+        let cases: &[(&str, &str, &str)] = &[
+            // Periods beyond the dates Key Vault and the status hold.
+            (
+                "attributes: {expiresAfter: P9000Y}",
+                "attributes.expiresAfter",
+                "9998-12-31",
+            ),
+            (
+                "rotationPolicy: {expiresIn: P9000Y}",
+                "rotationPolicy.expiresIn",
+                "9998-12-31",
+            ),
+            // Rotates 5 days after creation: Key Vault refuses the policy after the create.
+            (
+                "rotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeBeforeExpiry: P85D}]}",
+                "rotationPolicy.lifetimeActions",
+                "at most 83 days",
+            ),
+            (
+                "attributes: {exportable: true}",
+                "attributes.exportable",
+                "releasePolicy",
+            ),
+            (
+                "attributes: {exportable: true}\nreleasePolicy: {data: 'not json'}",
+                "releasePolicy.data",
+                "JSON object",
+            ),
+            // Expired at creation.
+            (
+                "attributes: {expiresAfter: P0D}",
+                "attributes.expiresAfter",
+                "at least one day",
+            ),
+            (
+                "attributes: {expiresOn: '2026-11-01T00:00:00Z'}",
+                "attributes.expiresOn",
+                "not in the future",
+            ),
+            (
+                "attributes: {expiresOn: '9999-12-31T00:00:00Z'}",
+                "attributes.expiresOn",
+                "9998-12-31",
+            ),
+            (
+                "attributes: {expiresAfter: P30D, notBefore: '2027-01-01T00:00:00Z'}",
+                "attributes.notBefore",
+                "never be usable",
+            ),
+        ];
+        for (extra, field, fragment) in cases {
+            let yaml = format!("vaultUrl: https://v\nkeyType: RSA-HSM\n{extra}");
+            let err = check(&yaml).expect_err(&yaml);
+            assert_eq!(err.field, *field, "{yaml}: {err}");
+            assert!(err.message.contains(fragment), "{yaml}: {err}");
+        }
+        let ok = "vaultUrl: https://v\nkeyType: RSA-HSM\nattributes: {exportable: true, expiresAfter: P7900Y, notBefore: '2026-12-01T00:00:00Z'}\nreleasePolicy: {data: '{\"version\":\"1.0.0\"}'}\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeBeforeExpiry: P83D}]}";
+        check(ok).unwrap();
+    }
+
+    #[test]
+    fn imported_material_must_match_the_key_type() {
+        use crate::key_material::MaterialKind;
+        for (key_type, kind, ok) in [
+            ("RSA", MaterialKind::Rsa { bits: 2048 }, true),
+            ("RSA-HSM", MaterialKind::Rsa { bits: 4096 }, true),
+            ("EC", MaterialKind::Ec { curve: Curve::P256 }, true),
+            ("EC-HSM", MaterialKind::Ec { curve: Curve::P384 }, true),
+            ("RSA", MaterialKind::Ec { curve: Curve::P256 }, false),
+            ("RSA-HSM", MaterialKind::Ec { curve: Curve::P521 }, false),
+            ("EC", MaterialKind::Rsa { bits: 2048 }, false),
+            ("EC-HSM", MaterialKind::Rsa { bits: 3072 }, false),
+        ] {
+            let d = check(&format!(
+                "vaultUrl: https://v\nkeyType: {key_type}\nimport: {{secretRef: {{name: s, key: jwk}}}}"
+            ))
+            .unwrap();
+            let result = check_material(&d, kind);
+            assert_eq!(result.is_ok(), ok, "{key_type} with {kind}: {result:?}");
+            if let Err(e) = result {
+                assert_eq!(e.field, "keyType");
+                assert!(e.message.contains("import.secretRef"), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn a_month_policy_uses_thirty_day_months() {
         // P1M = 30 days >= 28: allowed; Rotate at P23D is 7 days before that.
@@ -1208,7 +1391,7 @@ rotationPolicy:
 /// schema would let through, and more: the schema is stricter than serde) must validate to Ok
 /// or to an `InvalidSpec` naming a field the input has, never panic.
 #[cfg(test)]
-mod proptests {
+pub(crate) mod proptests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{Map, Value, json};
@@ -1230,6 +1413,8 @@ mod proptests {
         "rotationPolicy.lifetimeActions",
         "import",
         "rotateToken",
+        "releasePolicy.data",
+        "attributes.exportable",
     ];
 
     fn any_json() -> impl Strategy<Value = Value> {
@@ -1398,7 +1583,7 @@ mod proptests {
     }
 
     /// A spec-like object: each known field present or not, plus unknown fields.
-    fn spec_json() -> impl Strategy<Value = Value> {
+    pub(crate) fn spec_json() -> impl Strategy<Value = Value> {
         let identity = (
             prop::option::weighted(0.95, or_anything(vault_url())),
             prop::option::weighted(
@@ -1468,7 +1653,7 @@ mod proptests {
             prop::option::of(or_anything(attributes())),
             prop::option::of(or_anything(tags())),
             prop::option::of(or_anything(
-                (".{0,30}", prop::option::of(".{0,20}"), prop::option::of(any::<bool>())).prop_map(
+                (prop_oneof![".{0,30}", Just(r#"{"version":"1.0.0","anyOf":[]}"#.to_owned())], prop::option::of(".{0,20}"), prop::option::of(any::<bool>())).prop_map(
                     |(data, content_type, immutable)| json!({"data": data, "contentType": content_type, "immutable": immutable}),
                 ),
             )),
@@ -1510,7 +1695,7 @@ mod proptests {
         )
     }
 
-    fn key_name() -> impl Strategy<Value = String> {
+    pub(crate) fn key_name() -> impl Strategy<Value = String> {
         prop_oneof![
             10 => "[a-zA-Z0-9-]{1,127}",
             1 => "[a-z]{126,130}",
@@ -1559,7 +1744,7 @@ mod proptests {
                 if let Some(policy) = &desired.rotation_policy
                     && let Some(exp) = policy.expires_in
                 {
-                    prop_assert!(exp.approx_days() >= MIN_POLICY_EXPIRY_DAYS);
+                    prop_assert!(exp.approx_days() >= rules::MIN_POLICY_EXPIRY_DAYS.unsigned_abs());
                 }
                 Ok(Outcome::Valid)
             }

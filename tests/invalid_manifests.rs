@@ -113,3 +113,48 @@ async fn every_manifest_in_the_corpus_is_refused_naming_its_field() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// keyName's immutability protects the key's identity, not its spelling: writing out the name
+/// the key already has (`metadata.name`) is accepted, and any other name, or dropping a
+/// keyName that differs from `metadata.name`, is refused naming `spec.keyName`.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_name_immutability_is_about_the_name_not_the_spelling() {
+    let env = Env::get();
+    let client = env.kube().await;
+    let ns = fresh_namespace(&client, "keyname").await;
+    let manifest = |key_name: Option<&str>, name: &str| {
+        format!(
+            "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata:\n  name: {name}\nspec:\n  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n{}",
+            key_name
+                .map(|k| format!("  keyName: {k}\n"))
+                .unwrap_or_default()
+        )
+    };
+    kubectl_apply(&env, &ns, &manifest(None, "payments"))
+        .await
+        .expect("created without keyName");
+    kubectl_apply(&env, &ns, &manifest(Some("payments"), "payments"))
+        .await
+        .expect("keyName equal to metadata.name, added after creation, is the same key");
+    kubectl_apply(&env, &ns, &manifest(None, "payments"))
+        .await
+        .expect("and removing it again is too");
+    let err = kubectl_apply(&env, &ns, &manifest(Some("other"), "payments"))
+        .await
+        .expect_err("a different keyName is refused");
+    assert!(
+        err.contains("spec.keyName") && err.contains("immutable"),
+        "{err}"
+    );
+
+    kubectl_apply(&env, &ns, &manifest(Some("explicit"), "named"))
+        .await
+        .expect("created with a keyName of its own");
+    let err = kubectl_apply(&env, &ns, &manifest(None, "named"))
+        .await
+        .expect_err("dropping a keyName that differs from metadata.name changes the key");
+    assert!(
+        err.contains("spec.keyName") && err.contains("immutable"),
+        "{err}"
+    );
+}

@@ -1887,7 +1887,7 @@ async fn invalid_manifest_corpus_is_rejected_naming_the_field() {
         ),
         (
             json!({"spec": {"keyName": null}}),
-            "keyName cannot be added or removed",
+            "spec.keyName is immutable",
         ),
         (
             json!({"spec": {"vaultUrl": "https://w.vault.azure.net"}}),

@@ -9,8 +9,9 @@ use tracing::info;
 use super::session::Session;
 use super::{ABANDON_ANNOTATION, Context, Error, is_abandoned, object_key};
 use crate::api::{DeletionPolicy, OWNER_TAG, VaultKey};
+use crate::plan::owner_tag_value;
 use crate::status::Readiness;
-use crate::validate::validate_with_hosts;
+use crate::validate::vault_url;
 
 pub async fn cleanup(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
     let result = cleanup_vault(vk, ctx).await;
@@ -55,25 +56,26 @@ async fn cleanup_vault(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
         info!("deletionPolicy Retain: the key stays in the vault");
         return Ok(Action::await_change());
     }
-    let Ok(desired) = validate_with_hosts(vk, &ctx.settings.vault_hosts) else {
-        // A spec that never validated never reached a vault.
+    // Deletion needs only the vault: a spec whose expiry has passed since, say, still names it.
+    let Some(vault_url) = vault_url(&vk.spec.vault_url)
+        .ok()
+        .filter(|url| ctx.settings.vault_hosts.check(url).is_ok())
+    else {
+        // A vault the operator may not use was never reached.
         return Ok(Action::await_change());
     };
     if !ctx
         .settings
         .access
-        .allows(&vk.namespace().unwrap_or_default(), &desired.vault_url)
+        .allows(&vk.namespace().unwrap_or_default(), &vault_url)
     {
         info!("the vault is outside this namespace's access policy: not touched");
         return Ok(Action::await_change());
     }
-    let vault = ctx
-        .vaults
-        .vault(&desired.vault_url)
-        .map_err(Error::Cleanup)?;
-    let _key_lock = ctx.key_locks.lock(&desired.vault_url, &name).await;
+    let vault = ctx.vaults.vault(&vault_url).map_err(Error::Cleanup)?;
+    let _key_lock = ctx.key_locks.lock(&vault_url, &name).await;
     let session = Session::new(vk, ctx);
-    let owner = format!("{}/{}", vk.namespace().unwrap_or_default(), vk.name_any());
+    let owner = owner_tag_value(&vk.namespace().unwrap_or_default(), &vk.name_any());
     if let Some(latest) = vault.get_key(&name).await.map_err(Error::Cleanup)? {
         if latest.tags.get(OWNER_TAG) != Some(&owner) {
             info!("the key is not owned by this VaultKey: left in the vault");

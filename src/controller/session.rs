@@ -25,7 +25,7 @@ use crate::plan::{
     fingerprint_properties, plan,
 };
 use crate::status::{self, Memory, Readiness, VaultFacts};
-use crate::validate::{DesiredKey, Material, validate_with_hosts};
+use crate::validate::{DesiredKey, Material, check_material, validate_with_hosts};
 
 /// Condition reasons after which a missing key is looked up among the deleted ones.
 const CONFLICT_REASONS: [&str; 2] = ["SoftDeletedConflict", "VaultConflict"];
@@ -98,6 +98,14 @@ impl<'a> Session<'a> {
             .vault(&desired.vault_url)
             .map_err(Failure::Vault)?;
         let material = self.read_material(&desired).await?;
+        if let Some(material) = &material {
+            // Either the spec or the Secret may be the one to fix; the Secret is re-read at
+            // each resync.
+            check_material(&desired, material.kind()).map_err(|e| Failure::ImportSecret {
+                reason: "InvalidKeyMaterial",
+                message: e.to_string(),
+            })?;
+        }
         let summary = material.as_ref().map(|m| MaterialSummary {
             thumbprint: m.public_thumbprint(),
         });

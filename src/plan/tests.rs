@@ -1902,3 +1902,234 @@ fn the_notify_action_key_vault_adds_is_not_drift() {
     .desired_policy();
     assert!(!policy_matches(&with_notify, Some(&as_returned)));
 }
+
+/// The owner tag fits Key Vault's tag value limit for every legal namespace (DNS label, up to
+/// 63 characters) and name (DNS subdomain, up to 253), stays `namespace/name` when that fits,
+/// and tells different VaultKeys apart.
+mod owner_tag {
+    use super::super::{Owner, owner_tag_value};
+    use crate::keyvault_rules::MAX_TAG_VALUE_LEN;
+    use proptest::prelude::*;
+
+    fn namespace() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
+            "[a-z][a-z0-9-]{61}[a-z]",
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?",
+            // Long subdomains: labels of up to 63 characters, 253 in all.
+            prop::collection::vec("[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", 1..5)
+                .prop_map(|labels| labels.join("."))
+                .prop_filter("253 characters at most", |n| n.len() <= 253),
+        ]
+    }
+
+    #[test]
+    fn the_longest_legal_names_fit() {
+        let owner = Owner {
+            namespace: "n".repeat(63),
+            name: format!(
+                "{}.{}.{}.{}",
+                "a".repeat(63),
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(61)
+            ),
+            uid: "u".into(),
+        };
+        assert_eq!(format!("{}/{}", owner.namespace, owner.name).len(), 317);
+        let tag = owner.tag_value();
+        assert_eq!(tag.chars().count(), MAX_TAG_VALUE_LEN, "{tag}");
+        assert!(tag.starts_with(&format!("{}/aaa", owner.namespace)));
+        assert_eq!(owner_tag_value("payments", "key"), "payments/key");
+    }
+
+    proptest! {
+        #[test]
+        fn owner_tags_fit_and_differ(
+            ns1 in namespace(), n1 in name(), ns2 in namespace(), n2 in name(),
+        ) {
+            let t1 = owner_tag_value(&ns1, &n1);
+            prop_assert!(t1.chars().count() <= MAX_TAG_VALUE_LEN, "{} chars", t1.len());
+            let full = format!("{ns1}/{n1}");
+            if full.len() <= MAX_TAG_VALUE_LEN {
+                prop_assert_eq!(&t1, &full);
+            }
+            prop_assert_eq!(&t1, &owner_tag_value(&ns1, &n1));
+            let t2 = owner_tag_value(&ns2, &n2);
+            if (ns1.as_str(), n1.as_str()) != (ns2.as_str(), n2.as_str()) {
+                prop_assert_ne!(t1, t2);
+            }
+        }
+
+        /// Two long names that share a start still get different tags.
+        #[test]
+        fn shared_prefixes_differ(ns in namespace(), stem in "[a-z]{252}", a in "[a-z]", b in "[a-z]") {
+            prop_assume!(a != b);
+            prop_assert_ne!(
+                owner_tag_value(&ns, &format!("{}{a}", &stem[..252])),
+                owner_tag_value(&ns, &format!("{}{b}", &stem[..252]))
+            );
+        }
+    }
+}
+
+/// The generative proof of issue 11: every generated spec either fails `validate` naming a
+/// field, or plans (with nothing observed: a new key) only requests that Key Vault's rules
+/// (`keyvault_rules`, the checks the emulator makes) accept.
+mod requests_key_vault_accepts {
+    use super::super::*;
+    use crate::api::VaultKeySpec;
+    use crate::keyvault::KeyProperties;
+    use crate::keyvault_rules::{self as rules, PolicyAction, PolicyTrigger};
+    use crate::validate::proptests::{key_name, spec_json};
+    use crate::validate::validate_spec_at;
+    use proptest::prelude::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn seconds(p: Period) -> i64 {
+        i64::try_from(p.approx_days()).unwrap() * rules::DAY_SECONDS
+    }
+
+    fn accepted(properties: &KeyProperties, now: DateTime<Utc>) -> Result<(), String> {
+        let tags = properties
+            .tags
+            .as_ref()
+            .ok_or("a new version carries tags")?;
+        rules::check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| e.message)?;
+        rules::check_exportable(
+            properties.exportable.unwrap_or(false),
+            properties.release_policy.is_some(),
+        )?;
+        for t in [properties.expires_on, properties.not_before]
+            .into_iter()
+            .flatten()
+        {
+            if !rules::unix_time_ok(t.timestamp()) {
+                return Err(format!("{t} is outside Key Vault's dates"));
+            }
+        }
+        if let Some(exp) = properties.expires_on {
+            if exp <= now {
+                return Err(format!("expired at creation ({exp})"));
+            }
+            if properties.not_before.is_some_and(|nbf| nbf >= exp) {
+                return Err("notBefore not before expiry".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn check_step(step: &Step, desired: &crate::validate::DesiredKey) -> Result<(), String> {
+        match step {
+            Step::Create(create) => {
+                if !rules::key_name_ok(&desired.key_name) {
+                    return Err("key name".into());
+                }
+                match create.key_type {
+                    KeyType::Rsa | KeyType::RsaHsm => {
+                        if !create
+                            .size
+                            .is_some_and(|s| rules::RSA_KEY_SIZES.contains(&s))
+                        {
+                            return Err(format!("RSA size {:?}", create.size));
+                        }
+                    }
+                    KeyType::OctHsm => {
+                        if !create
+                            .size
+                            .is_some_and(|s| rules::OCT_KEY_SIZES.contains(&s))
+                        {
+                            return Err(format!("oct size {:?}", create.size));
+                        }
+                    }
+                    KeyType::Ec | KeyType::EcHsm => {
+                        if create.size.is_some() || create.curve.is_none() {
+                            return Err("EC takes a curve, no size".into());
+                        }
+                    }
+                }
+                accepted(&create.properties, now())
+            }
+            Step::Import { properties, .. } => accepted(properties, now()),
+            Step::SetRotationPolicy(policy) => {
+                let actions: Vec<_> = policy
+                    .actions
+                    .iter()
+                    .map(|a| {
+                        (
+                            match a.action {
+                                LifetimeActionType::Rotate => PolicyAction::Rotate,
+                                LifetimeActionType::Notify => PolicyAction::Notify,
+                            },
+                            match a.trigger {
+                                Trigger::AfterCreate(p) => {
+                                    PolicyTrigger::AfterCreate(seconds(p.into()))
+                                }
+                                Trigger::BeforeExpiry(p) => {
+                                    PolicyTrigger::BeforeExpiry(seconds(p.into()))
+                                }
+                            },
+                        )
+                    })
+                    .collect();
+                rules::check_rotation_policy(policy.expires_in.map(seconds), &actions)
+                    .map_err(|e| e.message)
+            }
+            Step::AdoptRotateToken { .. } => Ok(()),
+            other => Err(format!("unexpected step for a new key: {other:?}")),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_valid_spec_plans_only_requests_key_vault_accepts(spec in spec_json(), name in key_name()) {
+            let Ok(parsed) = serde_json::from_value::<VaultKeySpec>(spec.clone()) else {
+                return Ok(());
+            };
+            let desired = match validate_spec_at(&parsed, name, now()) {
+                Err(e) => {
+                    prop_assert!(!e.field.is_empty() && !e.message.trim().is_empty());
+                    return Ok(());
+                }
+                Ok(desired) => desired,
+            };
+            // The longest legal owner: the owner tag must still fit.
+            let owner = Owner {
+                namespace: "n".repeat(63),
+                name: format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)),
+                uid: "0f7c2a4e-0000-4000-8000-000000000001".into(),
+            };
+            let material = MaterialSummary { thumbprint: format!("sha256:{}", "A".repeat(43)) };
+            let plan = plan(&PlanInput {
+                desired: &desired,
+                owner: &owner,
+                observed: &Observed::default(),
+                remembered: &Remembered::default(),
+                material: Some(&material),
+                now: now(),
+            });
+            let Plan::Steps(steps) = plan else {
+                return Err(TestCaseError::fail(format!("a new key is blocked: {plan:?}")));
+            };
+            prop_assert!(!steps.is_empty());
+            for step in &steps {
+                if let Err(why) = check_step(step, &desired) {
+                    return Err(TestCaseError::fail(format!("{spec}: Key Vault would refuse {step:?}: {why}")));
+                }
+            }
+        }
+    }
+}

@@ -333,10 +333,32 @@ fn strings(obj: &Map<String, Value>) -> BoxedStrategy<Value> {
         .and_then(Value::as_str)
         .map(str::to_owned);
     let format = obj.get("format").and_then(Value::as_str).map(str::to_owned);
+    // A CEL rule `self.matches(r'RE')` is not evaluated, but guides generation: most strings
+    // match RE (so the generator reaches values the CEL admits), the rest are anything the
+    // structural schema admits.
+    let cel_pattern = obj
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|rule| rule.get("rule").and_then(Value::as_str))
+        .find_map(|rule| rule.strip_prefix("self.matches(r'")?.strip_suffix("')"))
+        .map(str::to_owned);
     let base: BoxedStrategy<String> = match (&pattern, format.as_deref()) {
         (Some(p), _) => proptest::string::string_regex(&rust_regex(p))
             .unwrap_or_else(|e| panic!("pattern {p:?} cannot be generated from: {e}"))
             .boxed(),
+        (None, _) if cel_pattern.is_some() => {
+            let p = cel_pattern.as_deref().unwrap_or_default();
+            let hinted = proptest::string::string_regex(&rust_regex(p))
+                .unwrap_or_else(|e| panic!("CEL pattern {p:?} cannot be generated from: {e}"));
+            let any_string = prop::collection::vec(
+                proptest::char::range(' ', '~'),
+                min..=max.unwrap_or(UNBOUNDED_STRING).min(40),
+            )
+            .prop_map(|cs| cs.into_iter().collect::<String>());
+            prop_oneof![9 => hinted, 1 => any_string].boxed()
+        }
         (None, Some("date-time")) => go_openapi_date_time().boxed(),
         (None, Some(other)) => panic!("string format {other:?} is not modelled"),
         (None, None) => {

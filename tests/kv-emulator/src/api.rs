@@ -664,10 +664,17 @@ fn common_params(
     validate_tags(&tags)?;
     let attributes = attributes.unwrap_or_default();
     let exportable = attributes.exportable.unwrap_or(false);
-    if exportable && release_policy.is_none() {
-        return Err(ApiError::bad_parameter(
-            "An exportable key must be created with a release policy.",
-        ));
+    crate::keyvault_rules::check_exportable(exportable, release_policy.is_some()).map_err(
+        |_| ApiError::bad_parameter("An exportable key must be created with a release policy."),
+    )?;
+    for (name, t) in [("nbf", attributes.nbf), ("exp", attributes.exp)] {
+        if let Some(t) = t
+            && !crate::keyvault_rules::unix_time_ok(t)
+        {
+            return Err(ApiError::bad_parameter(format!(
+                "Invalid attributes.{name} {t}: not a date Key Vault holds."
+            )));
+        }
     }
     Ok(CommonParams {
         key_ops,

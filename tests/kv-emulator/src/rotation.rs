@@ -5,17 +5,15 @@
 //! limits in days: a year counts 365 days, a month 30 days, a week 7 days.
 
 use crate::dialect::ActionCase;
+use crate::keyvault_rules::{
+    DAY_SECONDS, PolicyAction, PolicyPart, PolicyTrigger, check_rotation_policy,
+};
 use crate::model::{
     LifetimeActionOut, PolicyActionOut, PolicyAttributesOut, RotationPolicyIn, RotationPolicyOut,
     TriggerOut,
 };
 
-pub const DAY: i64 = 86_400;
-/// Shortest `expiryTime` Key Vault accepts.
-pub const MIN_EXPIRY: i64 = 28 * DAY;
-/// Shortest `timeAfterCreate` / `timeBeforeExpiry` Key Vault accepts, and the
-/// least distance a rotation must keep from the new version's expiry.
-pub const MIN_TRIGGER: i64 = 7 * DAY;
+pub const DAY: i64 = DAY_SECONDS;
 
 /// An ISO-8601 duration as given by the client (echoed verbatim) plus its
 /// length in seconds.
@@ -154,11 +152,6 @@ pub fn validate(input: &RotationPolicyIn) -> Result<PolicySpec, String> {
     {
         Some(raw) => {
             let d = parse_duration(raw).map_err(|e| format!("Invalid expiryTime: {e}."))?;
-            if d.seconds < MIN_EXPIRY {
-                return Err(format!(
-                    "Invalid expiryTime '{raw}': the expiry time must be at least 28 days."
-                ));
-            }
             Some(d)
         }
         None => None,
@@ -209,64 +202,34 @@ pub fn validate(input: &RotationPolicyIn) -> Result<PolicySpec, String> {
         });
     }
 
-    let rotates = actions
+    // Key Vault's rules, from the operator's table (the same checks its `validate` makes).
+    let notifies = actions
         .iter()
-        .filter(|a| a.action == ActionType::Rotate)
+        .filter(|a| a.action == ActionType::Notify)
         .count();
-    let notifies = actions.len() - rotates;
-    if rotates > 1 || notifies > 1 {
-        return Err(
-            "A rotation policy can have at most one Rotate and one Notify lifetime action.".into(),
-        );
-    }
-
-    for action in &actions {
-        match (&action.trigger, action.action) {
-            (Trigger::AfterCreate(_), ActionType::Notify) => {
-                return Err(
-                    "A Notify lifetime action can only be triggered by timeBeforeExpiry.".into(),
-                );
-            }
-            (Trigger::AfterCreate(d), ActionType::Rotate) => {
-                if d.seconds < MIN_TRIGGER {
-                    return Err(format!(
-                        "Invalid timeAfterCreate '{}': the rotation time must be at least 7 days after creation.",
-                        d.raw
-                    ));
-                }
-                if let Some(exp) = &expiry_time
-                    && d.seconds > exp.seconds - MIN_TRIGGER
-                {
-                    return Err(format!(
-                        "Invalid timeAfterCreate '{}': the rotation must happen at least 7 days before the expiry time '{}'.",
-                        d.raw, exp.raw
-                    ));
-                }
-            }
-            (Trigger::BeforeExpiry(d), kind) => {
-                if d.seconds < MIN_TRIGGER {
-                    return Err(format!(
-                        "Invalid timeBeforeExpiry '{}': the time before expiry must be at least 7 days.",
-                        d.raw
-                    ));
-                }
-                if kind == ActionType::Rotate {
-                    let Some(exp) = &expiry_time else {
-                        return Err(
-                            "A Rotate action triggered by timeBeforeExpiry requires attributes.expiryTime to be set."
-                                .into(),
-                        );
-                    };
-                    if d.seconds > exp.seconds - MIN_TRIGGER {
-                        return Err(format!(
-                            "Invalid timeBeforeExpiry '{}': the rotation must happen at least 7 days after creation, so it must be at most the expiry time '{}' minus 7 days.",
-                            d.raw, exp.raw
-                        ));
-                    }
-                }
-            }
-        }
-    }
+    let checked: Vec<(PolicyAction, PolicyTrigger)> = actions
+        .iter()
+        .map(|a| {
+            (
+                match a.action {
+                    ActionType::Rotate => PolicyAction::Rotate,
+                    ActionType::Notify => PolicyAction::Notify,
+                },
+                match &a.trigger {
+                    Trigger::AfterCreate(d) => PolicyTrigger::AfterCreate(d.seconds),
+                    Trigger::BeforeExpiry(d) => PolicyTrigger::BeforeExpiry(d.seconds),
+                },
+            )
+        })
+        .collect();
+    check_rotation_policy(expiry_time.as_ref().map(|d| d.seconds), &checked).map_err(|e| {
+        let place = match e.part {
+            PolicyPart::ExpiryTime => "attributes.expiryTime".to_owned(),
+            PolicyPart::Action(i) => format!("lifetimeActions[{i}]"),
+            PolicyPart::Actions => "lifetimeActions".to_owned(),
+        };
+        format!("Invalid rotation policy: {place}: {}.", e.message)
+    })?;
 
     if notifies == 0 {
         actions.push(default_notify());

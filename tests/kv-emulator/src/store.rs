@@ -24,8 +24,6 @@ use crate::rotation::{self, PolicySpec, RotationPolicy};
 
 /// Default and maximum page size of the list operations.
 pub const MAX_PAGE: usize = 25;
-/// Key Vault allows at most 15 tags on an object.
-pub const MAX_TAGS: usize = 15;
 
 /// Wall clock plus an offset that `/time-shift` moves forward.
 #[derive(Debug, Default)]
@@ -60,8 +58,7 @@ pub fn new_version_id() -> String {
 
 /// Key names are 1-127 characters of `[0-9a-zA-Z-]`.
 pub fn validate_key_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=127).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let ok = crate::keyvault_rules::key_name_ok(name);
     if ok {
         Ok(())
     } else {
@@ -77,13 +74,9 @@ fn truncate_for_message(s: &str) -> String {
 }
 
 pub fn validate_tags(tags: &Option<Tags>) -> Result<(), ApiError> {
-    match tags {
-        Some(t) if t.len() > MAX_TAGS => Err(ApiError::bad_parameter(format!(
-            "Too many tags: {} given, at most {MAX_TAGS} are allowed.",
-            t.len()
-        ))),
-        _ => Ok(()),
-    }
+    let Some(t) = tags else { return Ok(()) };
+    crate::keyvault_rules::check_tags(t.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| ApiError::bad_parameter(format!("Invalid tags: {}.", e.message)))
 }
 
 pub fn validate_key_ops(ops: &[String]) -> Result<(), ApiError> {
