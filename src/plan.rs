@@ -111,6 +111,8 @@ pub enum Blocker {
     /// The vault answered the last correction of these fields without keeping it, and nothing
     /// changed since: writing it again would only repeat that.
     CorrectionNotKept { fields: Vec<String> },
+    /// A version would be created with `spec.attributes.expiresOn` already passed.
+    ExpiredAtCreation { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +160,24 @@ pub struct PlanInput<'a> {
 }
 
 pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let plan = plan_steps(input);
+    // A version written with an expiry that has passed would be unusable from the start.
+    if let Plan::Steps(steps) = &plan
+        && let Some(at) = steps
+            .iter()
+            .find_map(|step| match step {
+                Step::Create(create) => create.properties.expires_on,
+                Step::Import { properties, .. } => properties.expires_on,
+                _ => None,
+            })
+            .filter(|at| *at <= input.now)
+    {
+        return Plan::Blocked(Blocker::ExpiredAtCreation { at });
+    }
+    plan
+}
+
+fn plan_steps(input: &PlanInput<'_>) -> Plan {
     let desired = input.desired;
     let Some(latest) = &input.observed.latest else {
         return no_live_key(input);

@@ -205,18 +205,9 @@ pub fn validate_spec_at(
             ));
         }
         (Some(at), None) => {
-            let at = timestamp("attributes.expiresOn", at)?;
-            if at <= now {
-                return Err(invalid(
-                    "attributes.expiresOn",
-                    format!(
-                        "{} is not in the future: the key would be expired as soon as it is written; set a later time (e.g. {}), or remove expiresOn",
-                        at.to_rfc3339(),
-                        (now + chrono::Duration::days(365)).format("%Y-%m-%dT00:00:00Z")
-                    ),
-                ));
-            }
-            Expiry::At(at)
+            // An expiry that has passed is refused when a version would be created with it (the
+            // plan's `ExpiredAtCreation`), not here: the key that exists keeps its spec valid.
+            Expiry::At(timestamp("attributes.expiresOn", at)?)
         }
         (None, Some(after)) => {
             let field = "attributes.expiresAfter";
@@ -1119,11 +1110,6 @@ rotationPolicy:
                 "attributes: {expiresAfter: P0D}",
                 "attributes.expiresAfter",
                 "at least one day",
-            ),
-            (
-                "attributes: {expiresOn: '2026-11-01T00:00:00Z'}",
-                "attributes.expiresOn",
-                "not in the future",
             ),
             (
                 "attributes: {expiresOn: '9999-12-31T00:00:00Z'}",

@@ -341,8 +341,15 @@ async fn a_key_the_vault_hides_is_confirmed_not_created_again() {
 /// finds its owner tag and writes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_vaultkeys_naming_one_key_make_one_version() {
-    let scenario = Scenario::shared("twins").await;
+    // Exclusive: slow reads widen the window between a read and the create that follows it,
+    // where two unserialised reconciles both find no key.
+    let scenario = Scenario::exclusive("twins").await;
     let env = &scenario.env;
+    let _slow = FaultInjection::on(
+        env,
+        json!({"rate": 1.0, "kinds": ["slow"], "slowMillis": 300, "operations": ["get_key"]}),
+    )
+    .await;
     let _operator = scenario.start_operator(&[]);
     let pairs = 3;
     for pair in 0..pairs {

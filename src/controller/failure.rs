@@ -51,6 +51,7 @@ impl Failure {
             Failure::Blocked(Blocker::SoftDeleted { .. }) => "SoftDeletedConflict",
             Failure::Blocked(Blocker::KeyGone { .. }) => "KeyGone",
             Failure::Blocked(Blocker::CorrectionNotKept { .. }) => "CorrectionNotKept",
+            Failure::Blocked(Blocker::ExpiredAtCreation { .. }) => "InvalidSpec",
             Failure::Vault(e) => reason_for(&e.kind),
         }
     }
@@ -81,6 +82,10 @@ impl Failure {
                 "{vault} accepted the correction of {} on key {key} but does not hold it (it answered with other values); the operator stops writing it: change spec fields {} to values the vault keeps",
                 fields.join(", "),
                 fields.join(", ")
+            ),
+            Failure::Blocked(Blocker::ExpiredAtCreation { at }) => format!(
+                "spec.attributes.expiresOn {} has passed: a version of key {key} created now would be expired at once; set a later time, or remove expiresOn",
+                at.to_rfc3339()
             ),
             Failure::Vault(e) => match e.kind {
                 VaultErrorKind::DeletedButRecoverable => format!(

@@ -622,6 +622,21 @@ fn recreated_vaultkey_with_a_new_uid_corrects_the_uid_tag_without_blocking() {
 const EC_SPEC: &str = "{vaultUrl: https://v.vault.azure.net, keyType: EC}";
 
 #[test]
+fn a_version_is_never_created_already_expired() {
+    // NOW is 2026-03-01.
+    let spec = "{vaultUrl: https://v.vault.azure.net, keyType: EC, attributes: {expiresOn: '2026-02-01T00:00:00Z'}}";
+    assert_eq!(
+        given(spec).plan(),
+        Plan::Blocked(Blocker::ExpiredAtCreation {
+            at: t("2026-02-01T00:00:00Z")
+        })
+    );
+    // The key that exists with that expiry is left as it is: nothing to create.
+    let existing = given(spec).with_key(ec_key("P-256").expires("2026-02-01T00:00:00Z"));
+    assert_eq!(existing.plan(), converged());
+}
+
+#[test]
 fn managed_key_gone_without_a_trace_is_reported_not_recreated() {
     let scenario = given(EC_SPEC).remembering_version("v7");
     assert_eq!(
