@@ -34,7 +34,8 @@ use super::{
 use crate::api::{KeyType, LifetimeActionType as SpecAction};
 use crate::key_material::{Curve as MaterialCurve, JwkKty, ec_jwk_thumbprint, rsa_jwk_thumbprint};
 use crate::telemetry::{Metrics, VaultLabels};
-use crate::validate::{DesiredRotationPolicy, InvalidSpec, Trigger, VaultHosts, known_endpoint};
+use crate::validate::{DesiredRotationPolicy, InvalidSpec, Trigger};
+use crate::vault_hosts::{VaultHosts, known_endpoint};
 
 /// How the operator authenticates to Key Vault.
 #[derive(Clone)]
