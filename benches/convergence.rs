@@ -40,7 +40,8 @@ use vaultkey_operator::keyvault::budget::Limits;
 use vaultkey_operator::keyvault::{KeyVault, VaultError, VaultErrorKind, VaultProvider};
 use vaultkey_operator::plan::{Observed, Owner, Plan, PlanInput, Remembered, Step, plan};
 use vaultkey_operator::telemetry::Metrics;
-use vaultkey_operator::validate::{VaultHosts, validate};
+use vaultkey_operator::validate::validate;
+use vaultkey_operator::vault_hosts::VaultHosts;
 
 /// Creates per vault per 10 s given to the operator and the floor outside the throttle
 /// scenario: the emulator has no budget there, so pacing would only measure the pacing.

@@ -12,3 +12,4 @@ pub mod plan;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
+pub mod vault_hosts;

@@ -22,7 +22,7 @@ use vaultkey_operator::keyvault::azure::{
 use vaultkey_operator::keyvault::budget::Limits;
 use vaultkey_operator::leader::{LeaderElector, LeaseSettings};
 use vaultkey_operator::telemetry::{self, LogFormat, Metrics};
-use vaultkey_operator::validate::VaultHosts;
+use vaultkey_operator::vault_hosts::VaultHosts;
 
 /// jemalloc instead of glibc's allocator: with 10,000 VaultKeys replaced in the cache as their
 /// status changes, glibc's per-thread arenas held the operator at 101 MiB peak RSS, jemalloc at

@@ -77,7 +77,7 @@ async fn oct_hsm_keys_of_every_size_converge_and_rotate() {
 
 /// A host outside the known clouds (and not allowed by --allowed-vault-hosts) is refused before
 /// any request: no DNS lookup, no token. What the allow-list admits is unit-tested
-/// (`validate::tests`): an admitted host here would be looked up in DNS, off this machine.
+/// (`vault_hosts::tests`): an admitted host here would be looked up in DNS, off this machine.
 #[tokio::test(flavor = "multi_thread")]
 async fn vault_hosts_outside_the_known_clouds_are_refused() {
     let env = Env::get();

@@ -37,7 +37,7 @@ use crate::health::Health;
 use crate::keyvault::{VaultError, VaultErrorKind, VaultProvider};
 use crate::status::Readiness;
 use crate::telemetry::{Metrics, ReasonLabels};
-use crate::validate::VaultHosts;
+use crate::vault_hosts::VaultHosts;
 use failure::{Backoff, reason_for};
 use key_locks::KeyLocks;
 use session::Session;

@@ -22,7 +22,7 @@ use vaultkey_operator::keyvault::azure::{
 use vaultkey_operator::keyvault::budget::Limits;
 use vaultkey_operator::keyvault::{KeyVault, VaultProvider};
 use vaultkey_operator::telemetry::Metrics;
-use vaultkey_operator::validate::VaultHosts;
+use vaultkey_operator::vault_hosts::VaultHosts;
 
 /// The environment `tests/env/testenv.sh` exports. Missing variables fail the test: the
 /// end-to-end suite never skips silently.
