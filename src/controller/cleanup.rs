@@ -27,20 +27,7 @@ pub async fn cleanup(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Resul
                     vk.spec.vault_url, vk.spec.deletion_policy
                 ),
             );
-            let session = Session::new(vk, ctx);
-            if vk
-                .ready_condition()
-                .is_none_or(|c| c.reason != readiness.reason || c.message != readiness.message)
-            {
-                session
-                    .event(
-                        EventType::Warning,
-                        &readiness.reason,
-                        readiness.message.clone(),
-                    )
-                    .await;
-            }
-            session.write_status(api, &readiness).await?;
+            Session::new(vk, ctx).report(api, &readiness).await?;
         }
     }
     result

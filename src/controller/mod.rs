@@ -25,7 +25,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -448,27 +447,8 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
     } else {
         "not_ready"
     });
-    if !readiness.ready && warrants_warning(vk, &readiness) {
-        warn!(reason = %readiness.reason, message = %readiness.message, "not ready");
-        session
-            .event(
-                EventType::Warning,
-                &readiness.reason,
-                readiness.message.clone(),
-            )
-            .await;
-    }
-    session.write_status(api, &readiness).await?;
+    session.report(api, &readiness).await?;
     Ok(action)
-}
-
-/// One Warning per change of reason, and one per new spec: a failure that persists is not
-/// announced again on each attempt, whatever its message says this time.
-fn warrants_warning(vk: &VaultKey, readiness: &Readiness) -> bool {
-    readiness.reason != "Recovering"
-        && vk.ready_condition().is_none_or(|c| {
-            c.reason != readiness.reason || c.observed_generation != vk.meta().generation
-        })
 }
 
 /// The vault's budget had no slot soon: come back at the promised time. Pacing is the

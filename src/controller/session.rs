@@ -8,7 +8,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::failure::Failure;
 use super::{Context, FIELD_MANAGER, events};
@@ -600,6 +600,24 @@ impl<'a> Session<'a> {
         )
     }
 
+    /// Records the outcome: for a failure, a Warning event when it warrants one; then status.
+    pub async fn report(
+        &self,
+        api: &Api<VaultKey>,
+        readiness: &Readiness,
+    ) -> Result<(), kube::Error> {
+        if warrants_warning(self.vk, readiness) {
+            warn!(reason = %readiness.reason, message = %readiness.message, "not ready");
+            self.event(
+                EventType::Warning,
+                &readiness.reason,
+                readiness.message.clone(),
+            )
+            .await;
+        }
+        self.write_status(api, readiness).await
+    }
+
     /// Writes status when it differs from what is stored.
     pub async fn write_status(
         &self,
@@ -640,6 +658,17 @@ impl<'a> Session<'a> {
         self.ctx.metrics.kube_write("status");
         Ok(())
     }
+}
+
+/// One Warning per change of reason, and one per new spec: a failure that persists is not
+/// announced again on each attempt, whatever its message says this time. Recovering is
+/// progress, not a failure.
+fn warrants_warning(vk: &VaultKey, readiness: &Readiness) -> bool {
+    !readiness.ready
+        && readiness.reason != "Recovering"
+        && vk.ready_condition().is_none_or(|c| {
+            c.reason != readiness.reason || c.observed_generation != vk.meta().generation
+        })
 }
 
 /// Why the steps stopped.
