@@ -29,6 +29,7 @@ pub fn reason_for(kind: &VaultErrorKind) -> &'static str {
         VaultErrorKind::Throttled { .. } => "Throttled",
         VaultErrorKind::Paced { .. } => "Paced",
         VaultErrorKind::Forbidden => "Forbidden",
+        VaultErrorKind::Credential => "CredentialError",
         VaultErrorKind::DeletedButRecoverable => "SoftDeletedConflict",
         VaultErrorKind::Conflict => "VaultConflict",
         VaultErrorKind::Rejected => "VaultRejected",
@@ -94,6 +95,9 @@ impl Failure {
                 VaultErrorKind::Forbidden => format!(
                     "the operator's identity may not perform {} on {vault}: grant it the Key Vault Crypto Officer role or the matching access policy ({e})",
                     e.operation.as_str()
+                ),
+                VaultErrorKind::Credential => format!(
+                    "{vault}: {e}; check the operator's Azure identity (workload identity federation, client and tenant id, --azure-credential)"
                 ),
                 VaultErrorKind::Paced { .. } => {
                     format!("{vault}: {} {}", e.operation.as_str(), e.message)

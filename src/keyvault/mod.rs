@@ -120,6 +120,9 @@ pub enum VaultErrorKind {
     },
     /// 401/403: the operator's identity lacks permission.
     Forbidden,
+    /// No token could be had for the vault (the identity's configuration or the token
+    /// service): retried with backoff, since a token service hiccup clears by itself.
+    Credential,
     /// 409 ObjectIsDeletedButRecoverable: the name is held by a soft-deleted key.
     DeletedButRecoverable,
     /// 409 ObjectIsBeingDeleted / ObjectIsBeingRecovered, other 409s: retry shortly.

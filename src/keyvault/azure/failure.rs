@@ -64,8 +64,10 @@ pub(super) fn classify(
             let (kind, message) = transport_failure(err).describe(vault_url);
             VaultError::new(kind, operation, message)
         }
+        // No token: the identity's configuration, the token service, or (azure_core 1.1) a
+        // token invalidated by a concurrent 401 challenge. Not the vault refusing the identity.
         ErrorKind::Credential => VaultError::new(
-            VaultErrorKind::Forbidden,
+            VaultErrorKind::Credential,
             operation,
             format!("could not get a token for Key Vault: {err}"),
         ),
@@ -380,6 +382,7 @@ mod tests {
                 "ClientSecretCredential authentication failed. AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 0c5c8a0e-1d2b-4b7a-9f3e-2a1b0c9d8e7f\r\nCorrelation ID: 5b2f9c1e-7a3d-4e8b-b6c5-1d0e9f8a7b6c\r\nTimestamp: 2024-05-01 12:34:56Z",
             );
             let e = classify(Operation::GetKey, "https://v.vault.azure.net", &err);
+            assert_eq!(e.kind, VaultErrorKind::Credential);
             assert_eq!(
                 e.message,
                 "could not get a token for Key Vault: ClientSecretCredential authentication failed. AADSTS7000215: Invalid client secret provided. Trace ID: <id> Correlation ID: <id> Timestamp: <time>"
