@@ -64,6 +64,16 @@ enum Outcome {
     Invalid(&'static str),
 }
 
+/// The names of the spec's top-level fields, which a validation error must name.
+fn spec_fields(schema: &Value) -> Vec<String> {
+    schema["properties"]["spec"]["properties"]
+        .as_object()
+        .expect("spec properties")
+        .keys()
+        .cloned()
+        .collect()
+}
+
 fn check(object: &Value, spec_fields: &[String]) -> Result<Outcome, TestCaseError> {
     let pretty = || serde_json::to_string_pretty(object).unwrap();
     let vk: VaultKey = serde_json::from_value(object.clone()).map_err(|e| {
@@ -94,12 +104,7 @@ fn check(object: &Value, spec_fields: &[String]) -> Result<Outcome, TestCaseErro
 #[test]
 fn every_object_the_crd_schema_admits_decodes_and_validates_without_panic() {
     let schema = schema();
-    let spec_fields: Vec<String> = schema["properties"]["spec"]["properties"]
-        .as_object()
-        .expect("spec properties")
-        .keys()
-        .cloned()
-        .collect();
+    let spec_fields = spec_fields(&schema);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: CASES,
         // Generation filters (days of the month, unique list items) reject some values.
@@ -128,12 +133,7 @@ fn every_object_the_crd_schema_admits_decodes_and_validates_without_panic() {
 fn generated_objects_reach_valid_specs_and_many_invalid_fields() {
     use proptest::strategy::ValueTree;
     let schema = schema();
-    let spec_fields: Vec<String> = schema["properties"]["spec"]["properties"]
-        .as_object()
-        .expect("spec properties")
-        .keys()
-        .cloned()
-        .collect();
+    let spec_fields = spec_fields(&schema);
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = vaultkeys(&schema);
     let mut outcomes = std::collections::BTreeMap::new();

@@ -4,6 +4,7 @@
 //! left alone: no vault is touched for an object whose spec cannot be read.
 
 use chrono::Utc;
+use kube::Resource;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
@@ -11,7 +12,7 @@ use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::{Context, Error, FIELD_MANAGER, FINALIZER, events, is_abandoned};
+use super::{Context, Error, FIELD_MANAGER, FINALIZER, Watched, events, is_abandoned};
 use crate::api::VaultKey;
 
 pub const REASON: &str = "InvalidObject";
@@ -25,7 +26,11 @@ pub fn undecodable_field(object: Value) -> Option<String> {
     }
 }
 
-pub async fn report(invalid: &InvalidObject, ctx: &Context) -> Result<Action, Error> {
+pub async fn report(
+    object: &Watched,
+    invalid: &InvalidObject,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let meta = &invalid.metadata;
     let ns = meta.namespace.as_deref().ok_or(Error::NoNamespace)?;
     let name = meta.name.as_deref().unwrap_or_default();
@@ -76,16 +81,14 @@ pub async fn report(invalid: &InvalidObject, ctx: &Context) -> Result<Action, Er
         return Ok(Action::await_change());
     }
     warn!(vaultkey = %format!("{ns}/{name}"), %problem, "VaultKey cannot be decoded");
-    let regarding = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some("vaultkey.dev/v1alpha1".into()),
-        kind: Some("VaultKey".into()),
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        resource_version: meta.resource_version.clone(),
-        ..Default::default()
-    };
-    events::publish(ctx, regarding, EventType::Warning, REASON, message.clone()).await;
+    events::publish(
+        ctx,
+        object.object_ref(&()),
+        EventType::Warning,
+        REASON,
+        message.clone(),
+    )
+    .await;
     let transition = match ready {
         Some(c) if c["status"] == "False" => c["lastTransitionTime"].clone(),
         _ => json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),

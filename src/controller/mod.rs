@@ -336,7 +336,7 @@ pub async fn reconcile(obj: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, E
     let work = async {
         match &obj.0 {
             Ok(vk) => reconcile_valid(Arc::new(vk.clone()), ctx.clone()).await,
-            Err(invalid) => invalid::report(invalid, &ctx).await,
+            Err(invalid) => invalid::report(&obj, invalid, &ctx).await,
         }
     };
     match std::panic::AssertUnwindSafe(work).catch_unwind().await {
