@@ -121,6 +121,9 @@ async fn sigterm_releases_the_lease_for_a_fast_handover() {
             "60",
             "--instance",
             name,
+            // Within the test's 10 s for the process to exit, as a pod's grace period would be.
+            "--shutdown-grace-seconds",
+            "5",
         ]
         .map(str::to_owned)
     };
