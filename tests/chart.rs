@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use vaultkey_operator::api::VaultKey;
 
-use support::{Env, events, eventually, fresh_namespace, get_vk};
+use support::{Env, events_once, eventually, fresh_namespace, get_vk};
 
 const RELEASE: &str = "vaultkey-operator";
 const DEPLOY_NAMESPACE: &str = "vaultkey-system";
@@ -1639,7 +1639,7 @@ async fn rotate_by_token(
         2,
         "two versions"
     );
-    let reasons: Vec<String> = events(client, ns, "howto-rsa")
+    let reasons: Vec<String> = events_once(client, ns, "howto-rsa", "Rotated")
         .await
         .into_iter()
         .map(|(reason, _)| reason)

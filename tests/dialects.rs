@@ -210,14 +210,7 @@ async fn core_flows_under(prefix: &str, vault: &'static str, flag: &str, dialect
     scenario
         .wait_converged(&names, &[], Duration::from_secs(60))
         .await;
-    assert!(
-        scenario
-            .events("drift")
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "DriftCorrected"),
-        "drift: DriftCorrected event"
-    );
+    scenario.events_once("drift", "DriftCorrected").await;
     let rotated = scenario.vaultkey("rotate").await;
     assert_eq!(
         rotated.status.as_ref().and_then(|s| s.version_count),

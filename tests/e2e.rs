@@ -180,13 +180,7 @@ spec:
         vk.status.as_ref().unwrap().current_version.as_deref(),
         Some(latest.version.as_str())
     );
-    assert!(
-        events(&client, &ns, "signing")
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "Rotated"),
-        "a Rotated event"
-    );
+    events_once(&client, &ns, "signing", "Rotated").await;
 
     // 3. Automatic rotation: 31 days later Key Vault has rotated; status follows.
     let shifted = env
@@ -280,12 +274,7 @@ async fn imports_material_once_per_change_without_leaking_it() {
         2,
         "changed material imports exactly once"
     );
-    assert!(
-        events(&client, &ns, "imported")
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "Imported")
-    );
+    events_once(&client, &ns, "imported", "Imported").await;
 
     // No piece of the private members in the logs (trace level), events or status.
     let logs = operator.logs();
@@ -386,12 +375,7 @@ async fn drift_is_corrected_and_spec_changes_followed() {
         restored.version, original.version,
         "no new version for property drift"
     );
-    assert!(
-        events(&client, &ns, "drift")
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "DriftCorrected")
-    );
+    events_once(&client, &ns, "drift", "DriftCorrected").await;
 
     // A spec change is followed, still without a new version.
     patch_spec(&client, &ns, "drift", serde_json::json!({"tags": {"team": "payments", "tier": "gold"}, "attributes": {"enabled": false}})).await;
@@ -593,13 +577,7 @@ async fn problems_become_conditions_and_leave_the_vault_alone() {
             .unwrap()
             .is_none()
     );
-    let warnings = events(&client, &ns, "foreign").await;
-    assert!(
-        warnings
-            .iter()
-            .any(|(reason, _)| reason == "KeyExistsNotAdopted"),
-        "{warnings:?}"
-    );
+    events_once(&client, &ns, "foreign", "KeyExistsNotAdopted").await;
     assert!(operator.is_running(), "the operator did not crash");
 }
 

@@ -457,7 +457,7 @@ async fn replaced_tags_are_put_back_and_the_key_stays_managed() {
     assert!(!facts.latest_tags.contains_key("changed"));
     assert_eq!(facts.versions, 1);
     scenario.wait_ready("retag", "True").await;
-    assert!(reasons(&scenario.events("retag").await, "DriftCorrected") >= 1);
+    scenario.events_once("retag", "DriftCorrected").await;
 }
 
 /// A key soft-deleted by hand is recovered (same material, no new version), not replaced.
@@ -485,7 +485,7 @@ async fn a_key_deleted_by_hand_is_recovered_not_recreated() {
     let facts = key_facts(env, "default", &key).await.expect("the key");
     assert_eq!(facts.versions, 1);
     assert_eq!(vk.status.and_then(|s| s.current_version), version);
-    let events = scenario.events("undelete").await;
+    let events = scenario.events_once("undelete", "Recovered").await;
     assert_eq!(reasons(&events, "Recovered"), 1, "{events:?}");
     assert_eq!(reasons(&events, "Created"), 1, "{events:?}");
 }

@@ -24,7 +24,7 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vaultkey_operator::api::VaultKey;
 
 use crate::support::{
-    Env, create, events, free_port, fresh_namespace, get_vk, scrape_metrics, sum_series, wait_ready,
+    Env, create, events, events_once, free_port, fresh_namespace, get_vk, scrape_metrics, sum_series, wait_ready,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -177,6 +177,11 @@ impl Scenario {
     /// Events recorded for VaultKey `name`, as (reason, note).
     pub async fn events(&self, name: &str) -> Vec<(String, String)> {
         events(&self.client, &self.ns, name).await
+    }
+
+    /// `events_once` in this namespace: the events once one with `reason` has arrived.
+    pub async fn events_once(&self, name: &str, reason: &str) -> Vec<(String, String)> {
+        events_once(&self.client, &self.ns, name, reason).await
     }
 
     /// Merge-patches the spec of VaultKey `name`, retrying while the API server is away.

@@ -344,6 +344,26 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, Strin
         .collect()
 }
 
+/// Events of a VaultKey once one with `reason` is among them. The operator posts an event
+/// after the change it reports, so a test that has just seen the change in the vault or in
+/// status may be a moment ahead of the event; asserting on `events` alone then races.
+pub async fn events_once(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<(String, String)> {
+    eventually(
+        &format!("a {reason} event for {ns}/{name}"),
+        Duration::from_secs(30),
+        || async {
+            let events = events(client, ns, name).await;
+            events.iter().any(|(r, _)| r == reason).then_some(events)
+        },
+    )
+    .await
+}
+
 /// `kubectl apply` of a manifest, as a user would; Err carries kubectl's stderr.
 pub async fn kubectl_apply(env: &Env, ns: &str, manifest: &str) -> Result<String, String> {
     use tokio::io::AsyncWriteExt;
