@@ -6,7 +6,7 @@
 //! | GET    | /health                      | `{"status":"ok"}`                                 |
 //! | GET    | /time                        | `{"now","offsetSeconds"}`                         |
 //! | POST   | /time-shift?seconds=N        | move the clock forward, run due rotations         |
-//! | GET    | /stats                       | request and fault counters                        |
+//! | GET    | /stats                       | request (also per key) and fault counters         |
 //! | POST   | /stats/reset                 | zero the counters                                 |
 //! | GET    | /faults                      | current fault configuration                       |
 //! | PUT    | /faults                      | configure fault injection                         |

@@ -154,6 +154,28 @@ impl Route {
             Route::MethodNotAllowed | Route::NotFound => Operation::Other,
         }
     }
+
+    /// The key the request names, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Route::CreateKey(name)
+            | Route::ImportKey(name)
+            | Route::GetKey(name, _)
+            | Route::UpdateKey(name, _)
+            | Route::ListVersions(name)
+            | Route::RotateKey(name)
+            | Route::GetRotationPolicy(name)
+            | Route::SetRotationPolicy(name)
+            | Route::DeleteKey(name)
+            | Route::GetDeletedKey(name)
+            | Route::PurgeDeletedKey(name)
+            | Route::RecoverDeletedKey(name) => Some(name),
+            Route::ListKeys
+            | Route::ListDeletedKeys
+            | Route::MethodNotAllowed
+            | Route::NotFound => None,
+        }
+    }
 }
 
 /// Query parameters the API looks at.
@@ -321,9 +343,13 @@ where
     let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
     let dialect = Speaking::new(app.dialects.for_vault(&vault));
 
+    let key = route.key().map(str::to_owned);
     let finish = |op: Operation, status: u16| {
         app.stats
             .record_request(&vault, method.as_str(), op, status);
+        if let Some(key) = &key {
+            app.stats.record_key_request(&vault, key, op);
+        }
         for flag in dialect.take_hits() {
             app.stats.record_dialect(flag.as_str());
         }

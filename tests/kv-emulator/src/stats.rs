@@ -78,6 +78,8 @@ pub const STATUS_RESET: u16 = 0;
 #[derive(Debug, Default)]
 struct Counters {
     requests: BTreeMap<(String, String, Operation, u16), u64>,
+    /// (vault, key, operation) -> count: what one key cost, whatever else runs alongside.
+    keys: BTreeMap<(String, String, Operation), u64>,
     faults: BTreeMap<&'static str, u64>,
     dialect: BTreeMap<&'static str, u64>,
 }
@@ -97,6 +99,15 @@ impl Stats {
             .lock()
             .requests
             .entry((vault.to_string(), method.to_string(), op, status))
+            .or_default() += 1;
+    }
+
+    /// A request whose path names key `key` (the unauthenticated challenge round included).
+    pub fn record_key_request(&self, vault: &str, key: &str, op: Operation) {
+        *self
+            .lock()
+            .keys
+            .entry((vault.to_string(), key.to_string(), op))
             .or_default() += 1;
     }
 
@@ -128,7 +139,14 @@ impl Stats {
                 })
             })
             .collect();
-        json!({ "requests": requests, "faults": counters.faults, "dialect": counters.dialect })
+        let keys: Vec<Value> = counters
+            .keys
+            .iter()
+            .map(|((vault, key, op), count)| {
+                json!({ "vault": vault, "key": key, "operation": op.as_str(), "count": count })
+            })
+            .collect();
+        json!({ "requests": requests, "keys": keys, "faults": counters.faults, "dialect": counters.dialect })
     }
 }
 
@@ -142,18 +160,21 @@ mod tests {
         stats.record_request("default", "POST", Operation::CreateKey, 200);
         stats.record_request("default", "POST", Operation::CreateKey, 200);
         stats.record_request("default", "POST", Operation::Unauthorized, 401);
+        stats.record_key_request("default", "k1", Operation::CreateKey);
         stats.record_fault("throttle");
         stats.record_dialect("hideDisabledKeys");
         let snap = stats.snapshot();
         assert_eq!(snap["requests"].as_array().unwrap().len(), 2);
         assert_eq!(snap["requests"][0]["operation"], "create_key");
         assert_eq!(snap["requests"][0]["count"], 2);
+        assert_eq!(snap["keys"][0]["key"], "k1");
+        assert_eq!(snap["keys"][0]["count"], 1);
         assert_eq!(snap["faults"]["throttle"], 1);
         assert_eq!(snap["dialect"]["hideDisabledKeys"], 1);
         stats.reset();
         assert_eq!(
             stats.snapshot(),
-            json!({"requests": [], "faults": {}, "dialect": {}})
+            json!({"requests": [], "keys": [], "faults": {}, "dialect": {}})
         );
     }
 
