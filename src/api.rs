@@ -84,6 +84,7 @@ pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
     validation = Rule::new("!has(self.import) || (!has(self.keySize) && !has(self.curve) && !has(self.publicExponent))").message("an imported key takes its size or curve from the material: remove keySize, curve and publicExponent"),
     validation = Rule::new("!has(self.import) || !has(self.rotateToken)").message("rotateToken makes Key Vault generate new material, which conflicts with import: change the Secret to import a new version instead"),
     validation = Rule::new("!has(self.import) || !has(self.rotationPolicy) || self.rotationPolicy.lifetimeActions.all(a, a.action != 'Rotate')").message("an imported key cannot have a Rotate action: Key Vault would replace the imported material; use Notify, and change the Secret to import a new version"),
+    validation = Rule::new("!has(self.managementPolicy) || self.managementPolicy != 'Observe' || !has(self.deletionPolicy) || self.deletionPolicy == 'Retain'").field_path(".deletionPolicy").message("managementPolicy Observe never writes to the vault, so deleting the VaultKey cannot delete or purge the key: set deletionPolicy: Retain, or managementPolicy: Manage"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VaultKeySpec {
@@ -181,6 +182,24 @@ pub struct VaultKeySpec {
     /// and waits, because data encrypted under the old key cannot be decrypted by a new one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recreate_if_gone: bool,
+
+    /// Manage (default): the operator creates and corrects the key. Observe: the operator only
+    /// reads the key and reports it in status (a `Drifted` reason lists the properties that
+    /// differ from the spec); it never writes to the vault, and deleting the VaultKey never
+    /// touches it. Switching from Observe to Manage takes the key over only with `adopt: true`
+    /// (or when it carries this VaultKey's owner tag).
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+}
+
+/// Whether the operator may write to the vault for a VaultKey.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Create the key, correct its properties and policy, rotate and import as the spec says.
+    #[default]
+    Manage,
+    /// Read only: report the key and how it differs from the spec; never write to the vault.
+    Observe,
 }
 
 /// Key Vault key types.
@@ -514,6 +533,10 @@ pub struct VaultKeyStatus {
     /// not keep is reported instead of written again on every pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_correction: Option<CorrectionRecord>,
+    /// True while the key in status was only observed (managementPolicy Observe): a VaultKey
+    /// switched to Manage then does not take that key for its own unless `adopt` says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observe_only: bool,
 }
 
 /// A property correction and what the vault held right after it.

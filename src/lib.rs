@@ -7,6 +7,7 @@ pub mod key_material;
 pub mod keyvault;
 pub mod keyvault_rules;
 pub mod leader;
+pub mod observe;
 pub mod period;
 pub mod plan;
 pub mod status;

@@ -397,12 +397,12 @@ fn generated_mismatch(desired: &DesiredKey, latest: &ObservedKey) -> bool {
 }
 
 /// Key Vault reports the type it holds; a software key in a Premium vault stays `RSA`/`EC`.
-fn key_type_matches(desired: KeyType, observed: &str) -> bool {
+pub(crate) fn key_type_matches(desired: KeyType, observed: &str) -> bool {
     desired.as_str().eq_ignore_ascii_case(observed)
 }
 
 /// The properties to correct on the latest version, and the names of the drifted ones.
-fn property_drift(
+pub(crate) fn property_drift(
     input: &PlanInput<'_>,
     latest: &ObservedKey,
 ) -> (KeyProperties, Vec<&'static str>) {

@@ -35,6 +35,15 @@ impl Readiness {
         }
     }
 
+    /// Ready, with a reason of its own (e.g. `Observed`).
+    pub fn ready_as(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Readiness {
+            ready: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
         Readiness {
             ready: false,
@@ -60,6 +69,8 @@ pub struct Memory {
     pub pending_rotation: Option<PendingRotation>,
     pub imported_material: Option<String>,
     pub last_correction: Option<crate::api::CorrectionRecord>,
+    /// The key in status was only observed (managementPolicy Observe), never managed.
+    pub observe_only: bool,
 }
 
 pub fn build(
@@ -93,6 +104,7 @@ pub fn build(
         pending_rotation: memory.pending_rotation,
         imported_material: memory.imported_material,
         last_correction: memory.last_correction,
+        observe_only: memory.observe_only,
         ..Default::default()
     };
 

@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::session::Session;
 use super::{ABANDON_ANNOTATION, Context, Error, is_abandoned, object_key};
-use crate::api::{DeletionPolicy, OWNER_TAG, VaultKey};
+use crate::api::{DeletionPolicy, ManagementPolicy, OWNER_TAG, VaultKey};
 use crate::plan::owner_tag_value;
 use crate::status::Readiness;
 use crate::validate::vault_url;
@@ -37,6 +37,10 @@ async fn cleanup_vault(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
     let name = vk.key_name().to_owned();
     if is_abandoned(vk.meta()) {
         info!("abandoned: the vault is not touched");
+        return Ok(Action::await_change());
+    }
+    if vk.spec.management_policy == ManagementPolicy::Observe {
+        info!("managementPolicy Observe: the vault is not touched");
         return Ok(Action::await_change());
     }
     if vk.spec.deletion_policy == DeletionPolicy::Retain {

@@ -21,6 +21,12 @@ pub enum Failure {
     },
     Blocked(Blocker),
     Vault(VaultError),
+    /// managementPolicy Observe, and no live key holds the name.
+    ObservedMissing {
+        soft_deleted: bool,
+    },
+    /// managementPolicy Observe, and the key differs from the spec in these fields.
+    Drifted(Vec<&'static str>),
 }
 
 pub fn reason_for(kind: &VaultErrorKind) -> &'static str {
@@ -54,6 +60,8 @@ impl Failure {
             Failure::Blocked(Blocker::CorrectionNotKept { .. }) => "CorrectionNotKept",
             Failure::Blocked(Blocker::ExpiredAtCreation { .. }) => "InvalidSpec",
             Failure::Vault(e) => reason_for(&e.kind),
+            Failure::ObservedMissing { .. } => "KeyNotFound",
+            Failure::Drifted(_) => "Drifted",
         }
     }
 
@@ -87,6 +95,18 @@ impl Failure {
             Failure::Blocked(Blocker::ExpiredAtCreation { at }) => format!(
                 "spec.attributes.expiresOn {} has passed: a version of key {key} created now would be expired at once; set a later time, or remove expiresOn",
                 at.to_rfc3339()
+            ),
+            Failure::ObservedMissing {
+                soft_deleted: false,
+            } => format!(
+                "key {key} does not exist in {vault}; managementPolicy Observe never creates it: create it, correct spec.keyName, or set managementPolicy: Manage to let the operator create it"
+            ),
+            Failure::ObservedMissing { soft_deleted: true } => format!(
+                "key {key} in {vault} is soft-deleted; managementPolicy Observe never recovers it: recover it (az keyvault key recover), or set managementPolicy: Manage with recoverSoftDeleted"
+            ),
+            Failure::Drifted(fields) => format!(
+                "key {key} in {vault} differs from the spec in {}; managementPolicy Observe writes nothing to the vault: change the spec to what the vault holds, or set managementPolicy: Manage (with adopt: true for a key the operator did not create) to correct the vault",
+                fields.join(", ")
             ),
             Failure::Vault(e) => match e.kind {
                 VaultErrorKind::DeletedButRecoverable => format!(
@@ -126,9 +146,11 @@ impl Failure {
         match self {
             // Only a change of the spec (or the Secret, seen at the next resync) can help.
             Failure::InvalidSpec(_) => Action::await_change(),
-            Failure::ImportSecret { .. } | Failure::Blocked(_) | Failure::VaultNotAllowed => {
-                Action::requeue(resync)
-            }
+            Failure::ImportSecret { .. }
+            | Failure::Blocked(_)
+            | Failure::VaultNotAllowed
+            | Failure::ObservedMissing { .. }
+            | Failure::Drifted(_) => Action::requeue(resync),
             Failure::Vault(e) => match &e.kind {
                 VaultErrorKind::Throttled { retry_after } => Action::requeue(*retry_after),
                 VaultErrorKind::Paced { retry_in } => Action::requeue(*retry_in),

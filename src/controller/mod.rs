@@ -12,6 +12,7 @@ mod events;
 mod failure;
 pub mod invalid;
 mod key_locks;
+pub mod pause;
 mod session;
 
 use std::collections::HashSet;
@@ -358,6 +359,10 @@ async fn reconcile_valid(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action,
         let start = Instant::now();
         let ns = vk.namespace().ok_or(Error::NoNamespace)?;
         let api: Api<VaultKey> = Api::namespaced(ctx.client.clone(), &ns);
+        // Before the finalizer helper, which would otherwise add the finalizer (a write).
+        if let pause::Paused::Hold { deleting } = pause::decide(&vk) {
+            return pause::hold(&vk, deleting, &ctx, &api).await;
+        }
         let adds_finalizer = vk.meta().deletion_timestamp.is_none()
             && !vk.finalizers().iter().any(|f| f == FINALIZER);
         let result = finalizer(&api, FINALIZER, vk, |event| async {
@@ -422,8 +427,18 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
                 }
                 None => "the vault matches the spec".into(),
             };
+            let readiness = if session.observing() {
+                Readiness::ready_as(
+                    "Observed",
+                    format!(
+                        "{message} and matches the spec (managementPolicy Observe: the operator never writes to the vault)"
+                    ),
+                )
+            } else {
+                Readiness::ready(message)
+            };
             (
-                Readiness::ready(message),
+                readiness,
                 Action::requeue(jittered(ctx.settings.resync_interval, &key)),
             )
         }
@@ -463,11 +478,20 @@ async fn paced(
 ) -> Result<Action, Error> {
     debug!("waiting for a budget slot");
     ctx.metrics.reconcile_outcome("paced");
-    if !is_ready_now(vk) {
-        let message = failure.message(&vk.spec.vault_url, &session.key_name);
-        session
-            .write_status(api, &Readiness::not_ready(failure.reason(), message))
-            .await?;
+    let readiness = match vk.ready_condition() {
+        // A VaultKey just unpaused drops its Paused condition; Ready stays as it is.
+        Some(ready) if is_ready_now(vk) && pause::shows_paused(vk) => Some(Readiness::ready_as(
+            ready.reason.clone(),
+            ready.message.clone(),
+        )),
+        _ if is_ready_now(vk) => None,
+        _ => Some(Readiness::not_ready(
+            failure.reason(),
+            failure.message(&vk.spec.vault_url, &session.key_name),
+        )),
+    };
+    if let Some(readiness) = readiness {
+        session.write_status(api, &readiness).await?;
     }
     Ok(failure.wait(ctx.settings.resync_interval, &ctx.backoff, &object_key(vk)))
 }
@@ -547,6 +571,10 @@ mod tests {
             |v: &mut VaultKey| v.finalizers_mut().push(FINALIZER.into()),
             |v: &mut VaultKey| {
                 v.labels_mut().insert("team".into(), "a".into());
+            },
+            |v: &mut VaultKey| {
+                v.annotations_mut()
+                    .insert(pause::PAUSED_ANNOTATION.into(), "true".into());
             },
         ] {
             let mut changed = vk.clone();

@@ -13,13 +13,15 @@ use tracing::{info, warn};
 use super::failure::Failure;
 use super::{Context, FIELD_MANAGER, events};
 use crate::api::{
-    CorrectionRecord, IMPORTED_MATERIAL_TAG, PendingRotation, VaultKey, VaultKeyStatus,
+    CorrectionRecord, IMPORTED_MATERIAL_TAG, ManagementPolicy, PendingRotation, VaultKey,
+    VaultKeyStatus,
 };
 use crate::key_material::KeyMaterial;
 use crate::keyvault::{
     DeletedKey, ImportKey, KeyVault, KeyVersion, ObservedKey, ObservedPolicy, Operation,
     VaultError, VaultErrorKind,
 };
+use crate::observe::Observation;
 use crate::plan::{
     Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, fingerprint_key,
     fingerprint_properties, plan,
@@ -62,6 +64,7 @@ impl<'a> Session<'a> {
                 pending_rotation: previous.and_then(|s| s.pending_rotation.clone()),
                 imported_material: previous.and_then(|s| s.imported_material.clone()),
                 last_correction: previous.and_then(|s| s.last_correction.clone()),
+                observe_only: previous.is_some_and(|s| s.observe_only),
             },
             made_version: false,
             created_new: false,
@@ -73,11 +76,19 @@ impl<'a> Session<'a> {
         events::publish(self.ctx, self.vk.object_ref(&()), type_, reason, note).await;
     }
 
+    /// The version this VaultKey managed before. A version status shows from observing only
+    /// (managementPolicy Observe) does not count: switching to Manage takes over a key only
+    /// through `adopt` or this VaultKey's owner tags.
     fn remembered_version(&self) -> Option<&str> {
         self.vk
             .status
             .as_ref()
+            .filter(|s| !s.observe_only)
             .and_then(|s| s.current_version.as_deref())
+    }
+
+    pub fn observing(&self) -> bool {
+        self.vk.spec.management_policy == ManagementPolicy::Observe
     }
 
     pub async fn converge(&mut self, api: &Api<VaultKey>) -> Result<(), Failure> {
@@ -97,6 +108,9 @@ impl<'a> Session<'a> {
             .vaults
             .vault(&desired.vault_url)
             .map_err(Failure::Vault)?;
+        if self.observing() {
+            return self.observe_only(&desired, vault.as_ref()).await;
+        }
         let material = self.read_material(&desired).await?;
         if let Some(material) = &material {
             // Either the spec or the Secret may be the one to fix; the Secret is re-read at
@@ -179,7 +193,44 @@ impl<'a> Session<'a> {
         self.refresh_versions(vault.as_ref())
             .await
             .map_err(Failure::Vault)?;
+        // The key is this VaultKey's own now (created, adopted, or carrying its owner tags).
+        self.memory.observe_only = false;
         Ok(())
+    }
+
+    /// managementPolicy Observe: reads only (the key, its versions when they changed, the
+    /// policy when the spec has one, the deleted key when the live one is missing) and
+    /// reports how the key differs from the spec. No vault write is reachable from here.
+    async fn observe_only(
+        &mut self,
+        desired: &DesiredKey,
+        vault: &dyn KeyVault,
+    ) -> Result<(), Failure> {
+        let mut observed = self.observe(desired, vault).await.map_err(Failure::Vault)?;
+        self.memory.observe_only = true;
+        // Observe never rotates: the token describes the key as it is, so a later switch to
+        // Manage does not take it for a rotation request.
+        self.memory.observed_rotate_token = desired.rotate_token.clone();
+        self.memory.pending_rotation = None;
+        if observed.latest.is_none() && observed.deleted.is_none() {
+            observed.deleted = vault
+                .get_deleted_key(&desired.key_name)
+                .await
+                .map_err(Failure::Vault)?;
+        }
+        self.latest = observed.latest.clone();
+        self.policy = observed.policy.clone();
+        let observation = crate::observe::compare(desired, &observed, Utc::now());
+        if let Observation::Missing { deleted } = observation {
+            return Err(Failure::ObservedMissing {
+                soft_deleted: deleted.is_some(),
+            });
+        }
+        self.refresh_versions(vault).await.map_err(Failure::Vault)?;
+        match observation {
+            Observation::Differs(fields) => Err(Failure::Drifted(fields)),
+            _ => Ok(()),
+        }
     }
 
     fn remembered(&self) -> Remembered {
