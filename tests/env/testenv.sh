@@ -50,6 +50,9 @@ components=(etcd kube-apiserver kube-controller-manager kv-emulator)
 
 # The controllers kube-controller-manager runs (its --controllers flag).
 kcm_controllers=namespace,garbagecollector
+# The service-account issuer: the API server signs tokens for it; the emulator's Azure AD
+# token endpoint trusts it (workload identity federation).
+sa_issuer=https://kubernetes.default.svc.cluster.local
 
 log() { printf 'testenv: %s\n' "$*" >&2; }
 die() { printf 'testenv: error: %s\n' "$*" >&2; exit 1; }
@@ -377,7 +380,7 @@ start_control_plane() {
     --advertise-address=127.0.0.1 \
     --secure-port="$api_port" \
     --cert-dir="$dir/pki" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-issuer="$sa_issuer" \
     --service-account-key-file="$dir/pki/sa.pub" \
     --service-account-signing-key-file="$dir/pki/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
@@ -529,11 +532,14 @@ start_emulator() {
   [[ -x $emu ]] || die "the Key Vault emulator binary $emu does not exist: build it with 'cargo build -p kv-emulator' (or 'tests/env/testenv.sh install')"
   t=$(now_ms)
   rm -f "$ready"
-  start kv-emulator "$dir" "$emu" --ready-file "$ready"
+  # The emulator's Azure AD token endpoint trusts the API server's service-account tokens
+  # (workload identity federation: tests/kv-emulator/src/identity.rs).
+  start kv-emulator "$dir" "$emu" --ready-file "$ready" \
+    --sa-public-key "$dir/pki/sa.pub" --sa-issuer "$sa_issuer"
   deadline=$(( $(date +%s) + 60 ))
   while :; do
     # The file must exist and parse with every field we need (guards against a partial write).
-    if [[ -s $ready ]] && jq -e '.caFile and .adminUrl and .vaults.default.url and .vaults.purgeable.url' \
+    if [[ -s $ready ]] && jq -e '.caFile and .adminUrl and .loginUrl and .vaults.default.url and .vaults.purgeable.url' \
          "$ready" >/dev/null 2>&1; then
       break
     fi
@@ -568,6 +574,7 @@ export VAULTKEY_TEST_ENV_DIR=$(printf '%q' "$dir")
 export VAULTKEY_TEST_PURGEABLE_VAULT_URL=$(printf '%q' "$(jq -r .vaults.purgeable.url "$j")")
 export VAULTKEY_TEST_VAULT_CA=$(printf '%q' "$(jq -r .caFile "$j")")
 export VAULTKEY_TEST_EMULATOR_ADMIN=$(printf '%q' "$(jq -r .adminUrl "$j")")
+export VAULTKEY_TEST_LOGIN_URL=$(printf '%q' "$(jq -r .loginUrl "$j")")
 "
   else
     out+="# VAULTKEY_TESTENV_NO_EMULATOR=1: no Key Vault emulator in this environment.

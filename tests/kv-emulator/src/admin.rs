@@ -15,6 +15,8 @@
 //! | PUT    | /dialect[?vault=NAME]        | set the dialect (see `dialect.rs`)                |
 //! | DELETE | /dialect[?vault=NAME]        | back to the default dialect                       |
 //! | GET    | /vaults                      | vault names, URLs and recovery levels             |
+//! | POST   | /identities                  | add a federated credential (see `identity.rs`)    |
+//! | GET    | /identities                  | token exchanges and callers per vault             |
 //! | GET    | /vaults/{vault}/keys         | live and deleted key names                        |
 //! | GET    | /vaults/{vault}/keys/{name}  | public state of a key (versions, policy, deleted) |
 
@@ -107,6 +109,16 @@ where
                 ),
             }
         }
+        (&Method::POST, ["identities"]) => {
+            match read_json::<_, crate::identity::Federation>(req, "federation").await {
+                Ok(federation) => {
+                    app.identities.add(federation);
+                    ok(&app.identities.snapshot())
+                }
+                Err(response) => response,
+            }
+        }
+        (&Method::GET, ["identities"]) => ok(&app.identities.snapshot()),
         (&Method::GET, ["stats"]) => {
             let mut stats = app.stats.snapshot();
             stats["budget"] = app.faults.budget_counters();

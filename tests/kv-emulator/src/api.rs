@@ -18,6 +18,7 @@ use crate::budget::Class;
 use crate::dialect::{Flag, Speaking};
 use crate::error::{ApiError, HttpResponse, empty_response};
 use crate::faults::{Fault, FaultKind};
+use crate::identity::Caller;
 use crate::keys::{self, KeyShape, Kty};
 use crate::model::{
     KeyCreateParameters, KeyImportParameters, KeyUpdateParameters, ListPage, RotationPolicyIn,
@@ -242,14 +243,26 @@ fn check_api_version(version: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-fn has_bearer_token(headers: &HeaderMap) -> bool {
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, token)| {
-            scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
-        })
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| token.trim().to_owned())
+}
+
+/// Key Vault's answer to a caller without a role on the vault (Azure RBAC), naming the caller.
+fn not_granted(vault: &str, client_id: &str, op: Operation) -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "Forbidden".into(),
+        message: format!(
+            "Caller is not authorized to perform action on resource. If role assignments, deny assignments or role definitions were changed recently, please observe propagation time. Caller: appid={client_id}. Action: 'Microsoft.KeyVault/vaults/keys/{}'. Resource: 'vaults/{vault}'. Assignment: (not found). Vault: {vault}.",
+            op.as_str()
+        ),
+        inner_code: Some("ForbiddenByRbac".into()),
+    }
 }
 
 fn unauthorized() -> HttpResponse {
@@ -364,14 +377,29 @@ where
         );
     };
 
-    if !has_bearer_token(req.headers()) {
+    let Some(token) = bearer_token(req.headers()) else {
         let mut response = unauthorized();
         add_service_headers(&mut response, client_request_id);
         finish(Operation::Unauthorized, response.status().as_u16());
         return Outcome::Respond(response);
-    }
+    };
 
     let op = route.operation();
+    match app.identities.caller(&vault, key.as_deref(), &token) {
+        Caller::Static | Caller::Granted(_) => {}
+        Caller::Expired => {
+            let mut response = unauthorized();
+            add_service_headers(&mut response, client_request_id);
+            finish(Operation::Unauthorized, response.status().as_u16());
+            return Outcome::Respond(response);
+        }
+        Caller::NotGranted(client_id) => {
+            let mut response = not_granted(&vault, &client_id, op).to_response();
+            add_service_headers(&mut response, client_request_id);
+            finish(op, response.status().as_u16());
+            return Outcome::Respond(response);
+        }
+    }
     // The body is read up front: rate-limit mode needs the key type of a create.
     let query = Query::parse(req.uri().query().unwrap_or(""));
     let body = read_body(req).await;
@@ -928,13 +956,13 @@ mod tests {
     #[test]
     fn bearer_detection() {
         let mut h = HeaderMap::new();
-        assert!(!has_bearer_token(&h));
+        assert!(bearer_token(&h).is_none());
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert!(!has_bearer_token(&h));
+        assert!(bearer_token(&h).is_none());
         h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert!(!has_bearer_token(&h));
+        assert!(bearer_token(&h).is_none());
         h.insert(AUTHORIZATION, HeaderValue::from_static("bearer x"));
-        assert!(has_bearer_token(&h));
+        assert!(bearer_token(&h).is_some());
     }
 
     #[test]

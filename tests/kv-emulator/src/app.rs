@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::dialect::Dialects;
 use crate::error::ApiError;
 use crate::faults::Faults;
+use crate::identity::Identities;
 use crate::keys::{self, KeyMaterial, KeyShape};
 use crate::model::KeyBundle;
 use crate::stats::Stats;
@@ -23,14 +24,25 @@ pub struct App {
     pub stats: Stats,
     pub faults: Faults,
     pub dialects: Dialects,
+    /// The Azure AD token endpoint's federations, and who may use which vault.
+    pub identities: Identities,
     /// Serialises automatic-rotation runs so a due rotation happens once.
     auto_rotation: tokio::sync::Mutex<()>,
 }
 
 impl App {
+    #[cfg(test)]
     pub fn new(store: Store) -> App {
         App {
             store: Mutex::new(store),
+            ..App::default()
+        }
+    }
+
+    pub fn with_identities(store: Store, identities: Identities) -> App {
+        App {
+            store: Mutex::new(store),
+            identities,
             ..App::default()
         }
     }

@@ -21,6 +21,7 @@ mod budget;
 mod dialect;
 mod error;
 mod faults;
+mod identity;
 mod keys;
 /// Key Vault's rules: the operator's table itself (`src/keyvault_rules.rs`, `std` only),
 /// included rather than depended on, so the emulator does not build the operator it tests
@@ -53,6 +54,10 @@ const USAGE: &str =
   --ready-file PATH   JSON file written once every listener is bound
                       (the CA certificate goes next to it as kv-emulator-ca.pem)
   --bind IP           address to listen on (default 127.0.0.1)
+  --sa-public-key F   PEM public key of the Kubernetes service-account signing key: the
+                      Azure AD token endpoint (loginUrl) then exchanges service-account
+                      tokens of --sa-issuer for access tokens (workload identity)
+  --sa-issuer URL     the service-account issuer those tokens name
   --vault SPEC        NAME=LEVEL or NAME=LEVEL:DAYS, repeatable; LEVEL is one of
                       Purgeable, Recoverable+Purgeable, Recoverable,
                       Recoverable+ProtectedSubscription, CustomizedRecoverable+Purgeable,
@@ -70,6 +75,8 @@ struct Args {
     ready_file: PathBuf,
     bind: IpAddr,
     vaults: Vec<VaultSpec>,
+    sa_public_key: Option<PathBuf>,
+    sa_issuer: Option<String>,
 }
 
 fn parse_vault_spec(spec: &str) -> Result<VaultSpec, String> {
@@ -102,6 +109,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut ready_file = None;
     let mut bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut vaults: Vec<VaultSpec> = Vec::new();
+    let mut sa_public_key = None;
+    let mut sa_issuer = None;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -129,6 +138,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 }
                 vaults.push(spec);
             }
+            "--sa-public-key" => sa_public_key = Some(PathBuf::from(value("--sa-public-key")?)),
+            "--sa-issuer" => sa_issuer = Some(value("--sa-issuer")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument '{other}'")),
         }
@@ -143,6 +154,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         ready_file: ready_file.ok_or("--ready-file is required")?,
         bind,
         vaults,
+        sa_public_key,
+        sa_issuer,
     })
 }
 
@@ -228,7 +241,29 @@ async fn run(args: Args) -> Result<(), String> {
         url_host(admin_listener.local_addr().map_err(|e| e.to_string())?)
     );
 
-    let app = Arc::new(App::new(store));
+    let trust = match (&args.sa_public_key, &args.sa_issuer) {
+        (Some(path), Some(issuer)) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading --sa-public-key {}: {e}", path.display()))?;
+            Some(identity::Trust {
+                public_key_der: identity::pem_to_der(&pem)?,
+                issuer: issuer.clone(),
+            })
+        }
+        (None, None) => None,
+        _ => return Err("--sa-public-key and --sa-issuer go together".into()),
+    };
+    let login_listener = TcpListener::bind(SocketAddr::new(args.bind, 0))
+        .await
+        .map_err(|e| format!("binding the token endpoint: {e}"))?;
+    let login_url = format!(
+        "https://{}",
+        url_host(login_listener.local_addr().map_err(|e| e.to_string())?)
+    );
+    let app = Arc::new(App::with_identities(
+        store,
+        identity::Identities::new(trust),
+    ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     for (name, listener) in listeners {
         tracing::info!(vault = %name, url = %ready_vaults[&name]["url"], "vault listening");
@@ -240,6 +275,13 @@ async fn run(args: Args) -> Result<(), String> {
             shutdown_rx.clone(),
         ));
     }
+    tracing::info!(url = %login_url, "Azure AD token endpoint listening");
+    tokio::spawn(server::serve_login(
+        login_listener,
+        acceptor.clone(),
+        app.clone(),
+        shutdown_rx.clone(),
+    ));
     tracing::info!(url = %admin_url, "management API listening");
     tokio::spawn(server::serve_admin(
         admin_listener,
@@ -251,6 +293,7 @@ async fn run(args: Args) -> Result<(), String> {
         "pid": std::process::id(),
         "caFile": ca_file,
         "adminUrl": admin_url,
+        "loginUrl": login_url,
         "vaults": ready_vaults,
     });
     let ready_bytes = serde_json::to_vec_pretty(&ready).map_err(|e| e.to_string())?;

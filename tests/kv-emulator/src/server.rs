@@ -139,3 +139,87 @@ pub async fn serve_admin(
         });
     }
 }
+
+/// Serves the Azure AD token endpoint (HTTPS, the emulator's CA) until `shutdown` changes.
+pub async fn serve_login(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "login accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(login(&app, req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(error = %e, "login connection ended with an error");
+            }
+        });
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token`. Never logs the assertion or the token.
+async fn login(app: &App, req: Request<Incoming>) -> crate::error::HttpResponse {
+    use http_body_util::{BodyExt as _, Limited};
+    use hyper::StatusCode;
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let tenant = match (req.method(), segments.as_slice()) {
+        (&hyper::Method::POST, [tenant, "oauth2", "v2.0", "token"]) => (*tenant).to_owned(),
+        _ => {
+            return crate::error::json_response(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "not_found", "error_description": "only POST /{tenant}/oauth2/v2.0/token", "error_codes": []}),
+            );
+        }
+    };
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return crate::error::json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "invalid_request", "error_description": "unreadable body", "error_codes": []}),
+            );
+        }
+    };
+    match app.identities.exchange(&tenant, &body) {
+        Ok(answer) => {
+            tracing::info!(tenant = %tenant, "token issued");
+            crate::error::json_response(StatusCode::OK, &answer)
+        }
+        Err(refusal) => {
+            tracing::info!(tenant = %tenant, code = refusal.code, "token exchange refused");
+            crate::error::json_response(
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+                &serde_json::json!({
+                    "error": refusal.error,
+                    "error_description": refusal.description,
+                    "error_codes": [refusal.code],
+                }),
+            )
+        }
+    }
+}
