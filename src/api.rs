@@ -190,6 +190,26 @@ pub struct VaultKeySpec {
     /// (or when it carries this VaultKey's owner tag).
     #[serde(default)]
     pub management_policy: ManagementPolicy,
+
+    /// Act with the Azure identity of a ServiceAccount of this VaultKey's namespace (workload
+    /// identity federation) instead of the operator's own. Unset: the operator's identity,
+    /// unless the operator requires a namespace identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<KeyIdentity>,
+}
+
+/// Whose Azure identity the operator acts with for a VaultKey.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyIdentity {
+    /// A ServiceAccount of the VaultKey's own namespace carrying the annotations
+    /// `azure.workload.identity/client-id` and `azure.workload.identity/tenant-id`. The
+    /// operator requests a token for it (audience `api://AzureADTokenExchange`) and exchanges
+    /// it at Azure AD; the application needs a federated credential for
+    /// `system:serviceaccount:<namespace>:<name>`.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be the plain name of a ServiceAccount in the VaultKey's own namespace (a DNS subdomain, e.g. payments-keys); a ServiceAccount of another namespace cannot be used"))]
+    pub service_account_name: String,
 }
 
 /// Whether the operator may write to the vault for a VaultKey.

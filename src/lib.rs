@@ -3,6 +3,7 @@ pub mod access;
 pub mod api;
 pub mod controller;
 pub mod health;
+pub mod identity;
 pub mod key_material;
 pub mod keyvault;
 pub mod keyvault_rules;

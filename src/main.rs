@@ -16,6 +16,7 @@ use tracing::{error, info};
 use vaultkey_operator::access::AccessPolicy;
 use vaultkey_operator::controller::{self, Context, Settings};
 use vaultkey_operator::health::Health;
+use vaultkey_operator::identity::NamespaceIdentities;
 use vaultkey_operator::keyvault::azure::{
     AzureVaultProvider, ClientSettings, CredentialSource, credential,
 };
@@ -130,6 +131,16 @@ struct RunArgs {
     /// other host is refused (no token is ever sent to it).
     #[arg(long, env = "VAULTKEY_ALLOWED_VAULT_HOSTS", value_delimiter = ',')]
     allowed_vault_hosts: Vec<String>,
+    /// VaultKeys must act with a namespace identity (spec.identity.serviceAccountName): the
+    /// operator's own identity no longer acts for a VaultKey that names none.
+    #[arg(long, env = "VAULTKEY_REQUIRE_NAMESPACE_IDENTITY")]
+    require_namespace_identity: bool,
+    /// EMULATOR ONLY: the Azure AD authority host namespace identities exchange their tokens
+    /// at, e.g. https://127.0.0.1:8444; only https and a loopback host are accepted (a real
+    /// cloud's authority comes from AZURE_AUTHORITY_HOST, which the workload identity webhook
+    /// sets, else the public cloud).
+    #[arg(long, env = "VAULTKEY_EMULATOR_AUTHORITY_HOST")]
+    emulator_authority_host: Option<String>,
     /// EMULATOR ONLY: trust this extra CA (PEM) for vault connections.
     #[arg(long, env = "VAULTKEY_EMULATOR_CA_FILE")]
     emulator_ca_file: Option<PathBuf>,
@@ -248,9 +259,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
         },
     };
     let vaults = AzureVaultProvider::new(credential, settings, metrics.clone())?;
+    let authority_host = args
+        .emulator_authority_host
+        .as_deref()
+        .map(emulator_authority_host)
+        .transpose()?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+    let identities = Arc::new(NamespaceIdentities::new(
+        client.clone(),
+        vaults.transport(),
+        authority_host,
+    ));
 
     let health = Arc::new(Health::new(&args.namespaces));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -277,8 +298,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
             access,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             vault_hosts,
+            require_namespace_identity: args.require_namespace_identity,
         },
         health,
+        identities,
     ));
     let shutdown = shutdown_signal().shared();
     let result = if args.leader_election {
@@ -315,6 +338,25 @@ async fn run(args: RunArgs) -> Result<(), String> {
     info!("stopped");
     server.abort();
     result
+}
+
+/// `--emulator-authority-host`: https on a loopback host only, so ServiceAccount tokens can
+/// never be sent to another machine by a mistyped flag.
+fn emulator_authority_host(raw: &str) -> Result<String, String> {
+    let url =
+        url::Url::parse(raw).map_err(|e| format!("--emulator-authority-host {raw:?}: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(host)) => host.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() != "https" || !loopback {
+        return Err(format!(
+            "--emulator-authority-host {raw:?}: an emulator's authority must be https on a loopback host (localhost, 127.0.0.0/8, [::1])"
+        ));
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
 }
 
 type AppState = (Arc<Metrics>, Arc<Health>, kube::Client);

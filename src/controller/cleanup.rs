@@ -6,6 +6,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
+use super::failure::Failure;
 use super::session::Session;
 use super::{ABANDON_ANNOTATION, Context, Error, is_abandoned, object_key};
 use crate::api::{DeletionPolicy, ManagementPolicy, OWNER_TAG, VaultKey};
@@ -63,9 +64,14 @@ async fn cleanup_vault(vk: &VaultKey, ctx: &Context) -> Result<Action, Error> {
         info!("the vault is outside this namespace's access policy: not touched");
         return Ok(Action::await_change());
     }
-    let vault = ctx.vaults.vault(&vault_url).map_err(Error::Cleanup)?;
-    let _key_lock = ctx.key_locks.lock(&vault_url, &name).await;
     let session = Session::new(vk, ctx);
+    // The key is deleted with the identity that manages it (spec.identity), never with the
+    // operator's own in its place.
+    let (vault, _) = session.vault(&vault_url).await.map_err(|f| match f {
+        Failure::Vault(e) => Error::Cleanup(e),
+        other => Error::Identity(other.message(&vault_url, &name), other.reason()),
+    })?;
+    let _key_lock = ctx.key_locks.lock(&vault_url, &name).await;
     let owner = owner_tag_value(&vk.namespace().unwrap_or_default(), &vk.name_any());
     if let Some(latest) = vault.get_key(&name).await.map_err(Error::Cleanup)? {
         if latest.tags.get(OWNER_TAG) != Some(&owner) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kube::runtime::controller::Action;
 
+use crate::identity::IdentityError;
 use crate::keyvault::{VaultError, VaultErrorKind};
 use crate::plan::Blocker;
 use crate::validate::InvalidSpec;
@@ -21,6 +22,13 @@ pub enum Failure {
     },
     Blocked(Blocker),
     Vault(VaultError),
+    /// The namespace identity (spec.identity) could not be used.
+    Identity(IdentityError),
+    /// The vault refused a namespace identity.
+    IdentityForbidden {
+        identity: String,
+        error: VaultError,
+    },
     /// managementPolicy Observe, and no live key holds the name.
     ObservedMissing {
         soft_deleted: bool,
@@ -60,6 +68,8 @@ impl Failure {
             Failure::Blocked(Blocker::CorrectionNotKept { .. }) => "CorrectionNotKept",
             Failure::Blocked(Blocker::ExpiredAtCreation { .. }) => "InvalidSpec",
             Failure::Vault(e) => reason_for(&e.kind),
+            Failure::Identity(e) => e.reason(),
+            Failure::IdentityForbidden { .. } => "Forbidden",
             Failure::ObservedMissing { .. } => "KeyNotFound",
             Failure::Drifted(_) => "Drifted",
         }
@@ -95,6 +105,11 @@ impl Failure {
             Failure::Blocked(Blocker::ExpiredAtCreation { at }) => format!(
                 "spec.attributes.expiresOn {} has passed: a version of key {key} created now would be expired at once; set a later time, or remove expiresOn",
                 at.to_rfc3339()
+            ),
+            Failure::Identity(e) => e.to_string(),
+            Failure::IdentityForbidden { identity, error } => format!(
+                "{vault} refused {identity}: it may not perform {} there; grant that identity the Key Vault Crypto Officer role (or the matching access policy) on this vault, or use a vault it is granted ({error})",
+                error.operation.as_str()
             ),
             Failure::ObservedMissing {
                 soft_deleted: false,
@@ -151,6 +166,12 @@ impl Failure {
             | Failure::VaultNotAllowed
             | Failure::ObservedMissing { .. }
             | Failure::Drifted(_) => Action::requeue(resync),
+            // Azure AD's answer changes only when someone edits the application: like 403.
+            Failure::Identity(IdentityError::ExchangeRefused { .. }) => Action::requeue(long),
+            // The ServiceAccount is not watched: looked at again at the next resync.
+            Failure::Identity(e) if e.needs_a_person() => Action::requeue(resync),
+            Failure::Identity(_) => Action::requeue(backoff.next(object)),
+            Failure::IdentityForbidden { .. } => Action::requeue(long),
             Failure::Vault(e) => match &e.kind {
                 VaultErrorKind::Throttled { retry_after } => Action::requeue(*retry_after),
                 VaultErrorKind::Paced { retry_in } => Action::requeue(*retry_in),

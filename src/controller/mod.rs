@@ -34,6 +34,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::access::AccessPolicy;
 use crate::api::VaultKey;
 use crate::health::Health;
+use crate::identity::NamespaceIdentities;
 use crate::keyvault::{VaultError, VaultErrorKind, VaultProvider};
 use crate::status::Readiness;
 use crate::telemetry::{Metrics, ReasonLabels};
@@ -72,6 +73,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Vault hosts a spec may name: the known clouds' endpoints and what the operator allows.
     pub vault_hosts: VaultHosts,
+    /// VaultKeys that name no namespace identity may not use the operator's own.
+    pub require_namespace_identity: bool,
 }
 
 /// Everything a reconcile needs, built once.
@@ -81,6 +84,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub health: Arc<Health>,
+    /// Credentials of namespace identities (spec.identity).
+    pub identities: Arc<NamespaceIdentities>,
     backoff: Backoff,
     key_locks: KeyLocks,
 }
@@ -92,6 +97,7 @@ impl Context {
         metrics: Arc<Metrics>,
         settings: Settings,
         health: Arc<Health>,
+        identities: Arc<NamespaceIdentities>,
     ) -> Self {
         Context {
             client,
@@ -99,6 +105,7 @@ impl Context {
             metrics,
             settings,
             health,
+            identities,
             backoff: Backoff::default(),
             key_locks: KeyLocks::default(),
         }
@@ -128,6 +135,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("deleting the key: {0}")]
     Cleanup(#[source] VaultError),
+    #[error("{0}")]
+    Identity(String, &'static str),
     #[error("the VaultKey has no namespace")]
     NoNamespace,
     #[error("the reconcile panicked: {0}")]
@@ -151,6 +160,7 @@ impl Error {
         match self.inner() {
             Error::Kube(_) | Error::Finalizer(_) => "KubernetesError",
             Error::Cleanup(e) => reason_for(&e.kind),
+            Error::Identity(_, reason) => reason,
             Error::NoNamespace => "InvalidObject",
             Error::Panic(_) => "Panic",
         }

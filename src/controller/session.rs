@@ -2,6 +2,8 @@
 //! apply → status. The vault is read before every decision, and a read that contradicts what
 //! status remembers is confirmed by a second, different read before anything is written.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -16,10 +18,11 @@ use crate::api::{
     CorrectionRecord, IMPORTED_MATERIAL_TAG, ManagementPolicy, PendingRotation, VaultKey,
     VaultKeyStatus,
 };
+use crate::identity::{self, Choice, IdentityError};
 use crate::key_material::KeyMaterial;
 use crate::keyvault::{
     DeletedKey, ImportKey, KeyVault, KeyVersion, ObservedKey, ObservedPolicy, Operation,
-    VaultError, VaultErrorKind,
+    VaultError, VaultErrorKind, VaultIdentity,
 };
 use crate::observe::Observation;
 use crate::plan::{
@@ -103,19 +106,102 @@ impl<'a> Session<'a> {
         {
             return Err(Failure::VaultNotAllowed);
         }
-        let vault = self
-            .ctx
-            .vaults
-            .vault(&desired.vault_url)
-            .map_err(Failure::Vault)?;
-        if self.observing() {
-            return self.observe_only(&desired, vault.as_ref()).await;
+        let (vault, identity) = self.vault(&desired.vault_url).await?;
+        let result = if self.observing() {
+            self.observe_only(&desired, vault.as_ref()).await
+        } else {
+            self.manage(&desired, vault.as_ref(), api).await
+        };
+        // A vault that refuses a namespace identity is told apart from one that refuses the
+        // operator's: the message names the identity to grant.
+        result.map_err(|failure| match (failure, identity.map(|i| i.0)) {
+            (
+                Failure::Vault(
+                    error @ VaultError {
+                        kind: VaultErrorKind::Forbidden,
+                        ..
+                    },
+                ),
+                Some(label),
+            ) => Failure::IdentityForbidden {
+                identity: label,
+                error,
+            },
+            (failure, _) => failure,
+        })
+    }
+
+    /// The vault client to act with: the operator's identity, or the namespace identity the
+    /// spec names (returned too, for messages).
+    #[allow(clippy::type_complexity)]
+    pub async fn vault(
+        &self,
+        vault_url: &str,
+    ) -> Result<(Arc<dyn KeyVault>, Option<(String, VaultIdentity)>), Failure> {
+        let identity = self.identity(vault_url).await?;
+        let vault = match &identity {
+            Some((_, identity)) => self.ctx.vaults.vault_as(vault_url, identity),
+            None => self.ctx.vaults.vault(vault_url),
         }
-        let material = self.read_material(&desired).await?;
+        .map_err(Failure::Vault)?;
+        Ok((vault, identity))
+    }
+
+    /// The identity to act with: `None` for the operator's own, else a namespace identity
+    /// (its description for messages, and its credential) with a token at hand.
+    async fn identity(&self, vault_url: &str) -> Result<Option<(String, VaultIdentity)>, Failure> {
+        let named = self
+            .vk
+            .spec
+            .identity
+            .as_ref()
+            .map(|i| i.service_account_name.as_str());
+        match identity::choose(named, self.ctx.settings.require_namespace_identity) {
+            Choice::Operator => Ok(None),
+            Choice::Required => Err(Failure::Identity(IdentityError::Required)),
+            Choice::ServiceAccount(name) => {
+                let namespace = self.vk.namespace().unwrap_or_default();
+                let identities = &self.ctx.identities;
+                let resolved = identities
+                    .resolve(&namespace, &name)
+                    .await
+                    .map_err(Failure::Identity)?;
+                let credential = identities
+                    .credential(&resolved)
+                    .map_err(Failure::Identity)?;
+                identities
+                    .token_for(&resolved, &credential, vault_url)
+                    .await
+                    .map_err(Failure::Identity)?;
+                Ok(Some((
+                    resolved.to_string(),
+                    VaultIdentity {
+                        key: format!(
+                            "{}/{}/{}/{}",
+                            resolved.namespace,
+                            resolved.service_account,
+                            resolved.tenant_id,
+                            resolved.client_id
+                        ),
+                        credential,
+                    },
+                )))
+            }
+        }
+    }
+
+    /// managementPolicy Manage: plan against what the vault holds, and apply.
+    async fn manage(
+        &mut self,
+        desired: &DesiredKey,
+        vault: &dyn KeyVault,
+        api: &Api<VaultKey>,
+    ) -> Result<(), Failure> {
+        let material = self.read_material(desired).await?;
         if let Some(material) = &material {
             // Either the spec or the Secret may be the one to fix; the Secret is re-read at
             // each resync.
-            check_material(&desired, material.kind()).map_err(|e| Failure::ImportSecret {
+            check_material(desired, material.kind()).map_err(|e| Failure::ImportSecret {
                 reason: "InvalidKeyMaterial",
                 message: e.to_string(),
             })?;
@@ -130,10 +216,7 @@ impl<'a> Session<'a> {
             .lock(&desired.vault_url, &desired.key_name)
             .await;
 
-        let mut observed = self
-            .observe(&desired, vault.as_ref())
-            .await
-            .map_err(Failure::Vault)?;
+        let mut observed = self.observe(desired, vault).await.map_err(Failure::Vault)?;
         let owner = Owner {
             namespace: self.vk.namespace().unwrap_or_default(),
             name: self.vk.name_any(),
@@ -144,7 +227,7 @@ impl<'a> Session<'a> {
         // planned once more with that key in view (recover it, or say whose it is).
         for round in 0..2 {
             let input = PlanInput {
-                desired: &desired,
+                desired,
                 owner: &owner,
                 observed: &observed,
                 remembered: &remembered,
@@ -158,7 +241,7 @@ impl<'a> Session<'a> {
             self.latest = observed.latest.clone();
             self.policy = observed.policy.clone();
             match self
-                .apply_steps(steps, &desired, vault.as_ref(), material.as_ref(), api)
+                .apply_steps(steps, desired, vault, material.as_ref(), api)
                 .await
             {
                 Ok(()) => break,
@@ -182,7 +265,7 @@ impl<'a> Session<'a> {
         if self.recovered {
             return Ok(());
         }
-        self.check_correction_kept(&desired, &owner, &remembered, summary.as_ref())?;
+        self.check_correction_kept(desired, &owner, &remembered, summary.as_ref())?;
         // The vault's own record of what was imported: right even when the import's answer
         // was lost to a timeout or a crash.
         if let (Some(material), Some(latest)) = (&material, &self.latest)
@@ -190,9 +273,7 @@ impl<'a> Session<'a> {
         {
             self.memory.imported_material = Some(material.fingerprint());
         }
-        self.refresh_versions(vault.as_ref())
-            .await
-            .map_err(Failure::Vault)?;
+        self.refresh_versions(vault).await.map_err(Failure::Vault)?;
         // The key is this VaultKey's own now (created, adopted, or carrying its owner tags).
         self.memory.observe_only = false;
         Ok(())

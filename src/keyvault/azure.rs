@@ -28,7 +28,8 @@ use prometheus_client::metrics::family::Family;
 use super::budget::{Budget, Limits, RequestClass};
 use super::{
     CreateKey, DeletedKey, ImportKey, KeyProperties, KeyVault, KeyVersion, ObservedKey,
-    ObservedPolicy, Operation, VaultError, VaultErrorKind, VaultProvider, VaultResult,
+    ObservedPolicy, Operation, VaultError, VaultErrorKind, VaultIdentity, VaultProvider,
+    VaultResult,
 };
 use crate::key_material::JwkKty;
 use crate::telemetry::{Metrics, VaultLabels};
@@ -71,7 +72,10 @@ pub struct AzureVaultProvider {
     settings: ClientSettings,
     transport: Option<Transport>,
     metrics: Arc<Metrics>,
-    vaults: Mutex<HashMap<String, Arc<AzureVault>>>,
+    /// Clients per (vault, identity key; empty for the operator's own identity).
+    vaults: Mutex<HashMap<(String, String), Arc<AzureVault>>>,
+    /// One request budget per vault, whichever identity sends the request.
+    budgets: Mutex<HashMap<String, Arc<Budget>>>,
 }
 
 impl AzureVaultProvider {
@@ -97,15 +101,44 @@ impl AzureVaultProvider {
             settings,
             transport,
             metrics,
-            vaults: Mutex::new(HashMap::new()),
+            vaults: Mutex::default(),
+            budgets: Mutex::default(),
         })
     }
 }
 
 impl VaultProvider for AzureVaultProvider {
     fn vault(&self, vault_url: &str) -> Result<Arc<dyn KeyVault>, VaultError> {
+        self.client_for(vault_url, "", &self.credential)
+    }
+
+    fn vault_as(
+        &self,
+        vault_url: &str,
+        identity: &VaultIdentity,
+    ) -> Result<Arc<dyn KeyVault>, VaultError> {
+        // A namespace identity never shares a client (and its token cache) with the
+        // operator's: the empty key is the operator's own.
+        let key = format!("ns:{}", identity.key);
+        self.client_for(vault_url, &key, &identity.credential)
+    }
+}
+
+impl AzureVaultProvider {
+    /// The HTTPS transport (with an emulator's extra CA), for other Azure clients.
+    pub fn transport(&self) -> Option<Transport> {
+        self.transport.clone()
+    }
+
+    fn client_for(
+        &self,
+        vault_url: &str,
+        identity_key: &str,
+        credential: &Arc<dyn TokenCredential>,
+    ) -> Result<Arc<dyn KeyVault>, VaultError> {
         let mut vaults = self.vaults.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(vault) = vaults.get(vault_url) {
+        let cache_key = (vault_url.to_owned(), identity_key.to_owned());
+        if let Some(vault) = vaults.get(&cache_key) {
             return Ok(vault.clone());
         }
         self.settings.vault_hosts.check(vault_url).map_err(|e| {
@@ -114,10 +147,10 @@ impl VaultProvider for AzureVaultProvider {
         let auth = vault_auth(vault_url, self.settings.verify_challenge_resource);
         let credential: Arc<dyn TokenCredential> = match auth.pinned_scope {
             Some(scope) => Arc::new(PinnedScope {
-                inner: self.credential.clone(),
+                inner: credential.clone(),
                 scope,
             }),
-            None => self.credential.clone(),
+            None => credential.clone(),
         };
         let options = KeyClientOptions {
             client_options: ClientOptions {
@@ -138,11 +171,17 @@ impl VaultProvider for AzureVaultProvider {
         let vault = Arc::new(AzureVault {
             client,
             vault_url: vault_url.to_owned(),
-            budget: Budget::new(self.settings.limits),
+            budget: self
+                .budgets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(vault_url.to_owned())
+                .or_insert_with(|| Arc::new(Budget::new(self.settings.limits)))
+                .clone(),
             timeout: self.settings.request_timeout,
             metrics: self.metrics.clone(),
         });
-        vaults.insert(vault_url.to_owned(), vault.clone());
+        vaults.insert(cache_key, vault.clone());
         Ok(vault)
     }
 }
@@ -150,7 +189,7 @@ impl VaultProvider for AzureVaultProvider {
 pub struct AzureVault {
     client: KeyClient,
     vault_url: String,
-    budget: Budget,
+    budget: Arc<Budget>,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }

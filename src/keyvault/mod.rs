@@ -279,5 +279,21 @@ pub trait KeyVault: Send + Sync {
 
 /// Hands out one client per vault URL, built once and shared.
 pub trait VaultProvider: Send + Sync {
+    /// The vault, reached with the operator's own identity.
     fn vault(&self, vault_url: &str) -> Result<Arc<dyn KeyVault>, VaultError>;
+    /// The vault, reached with another identity (a namespace's); the vault's request budget
+    /// is shared with every other identity using it, as Key Vault's limits are per vault.
+    fn vault_as(
+        &self,
+        vault_url: &str,
+        identity: &VaultIdentity,
+    ) -> Result<Arc<dyn KeyVault>, VaultError>;
+}
+
+/// An identity other than the operator's, to act on a vault with.
+#[derive(Clone)]
+pub struct VaultIdentity {
+    /// Tells identities apart (client clients are kept per vault and identity).
+    pub key: String,
+    pub credential: Arc<dyn azure_core::credentials::TokenCredential>,
 }
