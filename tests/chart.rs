@@ -272,6 +272,11 @@ fn grant_set(items: &[(&str, &str, &str, &[&str])]) -> BTreeSet<Grant> {
 
 /// What the operator needs in every namespace it watches (see src/controller.rs).
 fn watched_grants(import_secrets: bool) -> BTreeSet<Grant> {
+    watched_grants_with(import_secrets, false)
+}
+
+/// [`watched_grants`], with or without the rules of namespace identities.
+fn watched_grants_with(import_secrets: bool, namespace_identities: bool) -> BTreeSet<Grant> {
     let mut items: Vec<(&str, &str, &str, &[&str])> = vec![
         (
             "vaultkey.dev",
@@ -285,6 +290,10 @@ fn watched_grants(import_secrets: bool) -> BTreeSet<Grant> {
     ];
     if import_secrets {
         items.push(("", "secrets", "", &["get"]));
+    }
+    if namespace_identities {
+        items.push(("", "serviceaccounts", "", &["get"]));
+        items.push(("", "serviceaccounts/token", "", &["create"]));
     }
     grant_set(&items)
 }
@@ -868,6 +877,32 @@ fn rbac_follows_the_values() {
     // when the cluster admin provides it.
     let docs = documents(&template(RELEASE, "ops", "rbac: {importSecrets: false}"));
     assert_eq!(grants(one(&docs, "ClusterRole")), watched_grants(false));
+    // Namespace identities: ServiceAccounts by name and their tokens, only when asked for, and
+    // each rule commented; requiring them is a flag.
+    let text = template(
+        RELEASE,
+        "ops",
+        "rbac: {namespaceIdentities: true}\noperator: {requireNamespaceIdentity: true}",
+    );
+    let docs = documents(&text);
+    assert_eq!(
+        grants(one(&docs, "ClusterRole")),
+        watched_grants_with(true, true)
+    );
+    assert!(args(&docs).contains(&"--require-namespace-identity".to_owned()));
+    assert!(
+        !args(&documents(&template(RELEASE, "ops", "")))
+            .contains(&"--require-namespace-identity".to_owned())
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("- apiGroups:") {
+            assert!(
+                lines[i - 1].trim_start().starts_with('#'),
+                "RBAC rule without a comment: {line}"
+            );
+        }
+    }
     let docs = documents(&template(
         RELEASE,
         "ops",

@@ -93,4 +93,19 @@ namespace (Role). Only what src/controller.rs does; every rule says why.
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
+{{- if .Values.rbac.namespaceIdentities }}
+# spec.identity.serviceAccountName: the ServiceAccount a VaultKey names is read by name from the
+# VaultKey's own namespace for its azure.workload.identity/client-id and tenant-id annotations.
+# Never list or watch.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
+# ... and a short-lived token of it is requested (TokenRequest, audience
+# api://AzureADTokenExchange) to exchange at Azure AD. RBAC cannot limit the audience or the
+# ServiceAccount: this lets the operator mint tokens for any ServiceAccount where it is granted,
+# hence opt-in (rbac.namespaceIdentities) and best combined with watchNamespaces.
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
+{{- end }}
 {{- end }}
