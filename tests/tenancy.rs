@@ -1,5 +1,5 @@
-//! Control over what the operator does for one VaultKey: the pause annotation and
-//! managementPolicy Observe, end to end through the operator binary, the real API server and
+//! Tenancy and control: the pause annotation, managementPolicy Observe and per-namespace
+//! workload identity, end to end through the operator binary, the real API server and
 //! the emulator. What the operator sent is read from the emulator's per-key counters
 //! (`/stats`, `keys`), so other tests running alongside do not blur the figures.
 //!
@@ -11,8 +11,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kube::api::{DeleteParams, Patch, PatchParams};
-use serde_json::json;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
 use vaultkey_operator::api::{KeyType, OWNER_TAG, VaultKey};
 use vaultkey_operator::controller::pause::{PAUSED, PAUSED_ANNOTATION};
 use vaultkey_operator::keyvault::{CreateKey, KeyProperties};
@@ -418,4 +419,201 @@ async fn an_observe_vaultkey_reports_differences_and_never_writes() {
     );
     assert_eq!(facts.versions, 1, "no rotation for rotateToken");
     assert!(!facts.latest_tags.contains_key(OWNER_TAG), "not adopted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-namespace workload identity
+// ---------------------------------------------------------------------------------------------
+
+/// Creates ServiceAccount `name` in the scenario's namespace with these annotations.
+async fn service_account(scenario: &Scenario, name: &str, annotations: Value) {
+    let api: Api<ServiceAccount> = Api::namespaced(scenario.client.clone(), &scenario.ns);
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": annotations},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &sa)
+        .await
+        .expect("ServiceAccount created");
+}
+
+/// Who the emulator saw asking, for one key: caller -> requests.
+async fn callers(env: &Env, key: &str) -> BTreeMap<String, u64> {
+    let snapshot = admin_get(env, "/identities").await;
+    let mut out = BTreeMap::new();
+    for c in snapshot["callers"].as_array().expect("callers") {
+        if c["key"] == key {
+            *out.entry(c["caller"].as_str().unwrap_or("?").to_owned())
+                .or_default() += c["count"].as_u64().unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// Token exchanges of a client id: outcome -> count.
+async fn exchanges(env: &Env, client_id: &str) -> BTreeMap<String, u64> {
+    let snapshot = admin_get(env, "/identities").await;
+    let mut out = BTreeMap::new();
+    for e in snapshot["exchanges"].as_array().expect("exchanges") {
+        if e["clientId"] == client_id {
+            *out.entry(e["outcome"].as_str().unwrap_or("?").to_owned())
+                .or_default() += e["count"].as_u64().unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// Lifetime of the access tokens the test identity gets: azure_identity renews a token five
+/// minutes before it expires, so this one is renewed about 10 s after it was issued.
+const TOKEN_LIFETIME_SECONDS: u64 = 310;
+
+/// A team's VaultKeys act with the team's ServiceAccount: in the vault its identity is granted
+/// they converge, in another vault they are Forbidden naming that identity, the operator's own
+/// identity appears on none of their requests, and the token is renewed before it expires.
+/// Each missing piece (ServiceAccount, annotation, federated credential, any identity at all
+/// under --require-namespace-identity) is its own condition, and none reaches a vault.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_acts_with_its_own_identity_and_only_where_it_is_granted() {
+    let scenario = Scenario::shared("ident").await;
+    let env = &scenario.env;
+    let login_url = std::env::var("VAULTKEY_TEST_LOGIN_URL")
+        .expect("VAULTKEY_TEST_LOGIN_URL: run through tests/env/testenv.sh");
+    let ns = scenario.ns.clone();
+    let client_id = format!("client-{ns}");
+    let tenant_id = "tenant-e2e";
+    let annotations = json!({
+        "azure.workload.identity/client-id": client_id,
+        "azure.workload.identity/tenant-id": tenant_id,
+    });
+    service_account(&scenario, "kv", annotations.clone()).await;
+    service_account(&scenario, "unfederated", annotations).await;
+    service_account(
+        &scenario,
+        "bare",
+        json!({"azure.workload.identity/tenant-id": tenant_id}),
+    )
+    .await;
+    // The team's application: a federated credential for ServiceAccount kv only, and a role on
+    // the default vault only.
+    let federation = json!({
+        "tenantId": tenant_id,
+        "clientId": client_id,
+        "subject": format!("system:serviceaccount:{ns}:kv"),
+        "vaults": ["default"],
+        "tokenLifetimeSeconds": TOKEN_LIFETIME_SECONDS,
+    });
+    let added = reqwest::Client::new()
+        .post(format!("{}/identities", env.emulator_admin))
+        .header("content-type", "application/json")
+        .body(federation.to_string())
+        .send()
+        .await
+        .expect("emulator admin reachable");
+    assert!(added.status().is_success());
+
+    let identity = |sa: &str| format!("  identity: {{serviceAccountName: {sa}}}\n");
+    for (name, vault, body) in [
+        ("own", &env.vault_url, identity("kv")),
+        ("other", &env.purgeable_vault_url, identity("kv")),
+        ("ghost", &env.vault_url, identity("ghost")),
+        ("bare", &env.vault_url, identity("bare")),
+        ("unfederated", &env.vault_url, identity("unfederated")),
+        ("none", &env.vault_url, String::new()),
+    ] {
+        scenario
+            .create_vaultkey(name, vault, &format!("  keyType: EC\n{body}"))
+            .await;
+    }
+    let operator = scenario.start_operator(&[
+        "--resync-seconds",
+        &RESYNC_SECONDS.to_string(),
+        "--require-namespace-identity",
+        "--emulator-authority-host",
+        &login_url,
+    ]);
+    let start = std::time::Instant::now();
+
+    let own = scenario.wait_ready("own", "True").await;
+    assert!(own.status.unwrap().current_version.is_some());
+    let (_, message) = ready_reason(&wait_reason(&scenario, "other", "Forbidden").await);
+    assert!(
+        message.contains(&format!("ServiceAccount {ns}/kv (client id {client_id})")),
+        "the refusal names the identity: {message}"
+    );
+    for (name, reason, names) in [
+        (
+            "ghost",
+            "IdentityServiceAccountMissing",
+            format!("{ns}/ghost"),
+        ),
+        (
+            "bare",
+            "IdentityAnnotationMissing",
+            "azure.workload.identity/client-id".to_owned(),
+        ),
+        (
+            "unfederated",
+            "IdentityExchangeRefused",
+            format!("system:serviceaccount:{ns}:unfederated"),
+        ),
+        (
+            "none",
+            "IdentityRequired",
+            "spec.identity.serviceAccountName".to_owned(),
+        ),
+    ] {
+        let (_, message) = ready_reason(&wait_reason(&scenario, name, reason).await);
+        assert!(message.contains(&names), "{name}: {message}");
+    }
+
+    // Past the first renewal of the token: still converged, renewed before it expired.
+    let renewal = Duration::from_secs(TOKEN_LIFETIME_SECONDS - 300 + 6);
+    tokio::time::sleep(renewal.saturating_sub(start.elapsed())).await;
+    let own_key = scenario.key_name("own");
+    let before = key_requests(env, vault_name(env, &env.vault_url), &own_key).await;
+    tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS * 2)).await;
+    let after = key_requests(env, vault_name(env, &env.vault_url), &own_key).await;
+    assert!(
+        after.get("get_key") > before.get("get_key"),
+        "resyncs go on: {before:?} -> {after:?}"
+    );
+    scenario.wait_ready("own", "True").await;
+    let issued = exchanges(env, &client_id).await;
+    let own_callers = callers(env, &own_key).await;
+    let other_callers = callers(env, &scenario.key_name("other")).await;
+    let mut unreached = BTreeMap::new();
+    for name in ["ghost", "bare", "unfederated", "none"] {
+        unreached.insert(name, callers(env, &scenario.key_name(name)).await);
+    }
+    figure(
+        "namespace_identity",
+        json!({"exchanges": issued, "own_key_callers": own_callers, "other_vault_callers": other_callers, "unreached": unreached}),
+    );
+    assert!(
+        issued.get("issued").copied().unwrap_or(0) >= 2,
+        "the token was renewed: {issued:?}"
+    );
+    assert!(
+        issued.get("AADSTS70021").copied().unwrap_or(0) > 0,
+        "the unfederated ServiceAccount was refused: {issued:?}"
+    );
+    assert!(own_callers.get(&client_id).copied().unwrap_or(0) > 0);
+    assert!(other_callers.get(&client_id).copied().unwrap_or(0) > 0);
+    for (key, seen) in [("own", &own_callers), ("other", &other_callers)] {
+        assert!(
+            !seen.contains_key("static") && !seen.contains_key("expired"),
+            "{key}: only the team's identity, never an expired token: {seen:?}"
+        );
+    }
+    for (name, seen) in &unreached {
+        assert!(
+            seen.is_empty(),
+            "{name}: no vault request without a usable identity: {seen:?}"
+        );
+    }
+    let logs = operator.logs();
+    assert!(
+        !logs.contains("kvemu.") && !logs.contains("eyJ"),
+        "no token in the operator's log"
+    );
 }
