@@ -1271,6 +1271,8 @@ async fn the_service_account_may_do_exactly_what_the_operator_uses() {
             no get configmaps -n {e}
             no create pods -n {e}
             no impersonate serviceaccounts -n {e}
+            no get serviceaccounts/kv -n {e}
+            no create serviceaccounts/kv --subresource=token -n {e}
             yes create leases.coordination.k8s.io -n {home}
             yes get leases.coordination.k8s.io/{lease} -n {home}
             yes update leases.coordination.k8s.io/{lease} -n {home}
@@ -1333,6 +1335,38 @@ async fn the_service_account_may_do_exactly_what_the_operator_uses() {
         expected(&watched_grants(false))
     );
     assert_can_i(&env, &r.user, &format!("no get secrets/material -n {e}"));
+
+    // Namespace identities, in a watched namespace: ServiceAccounts by name and their tokens
+    // there, nothing more, nowhere else.
+    let team = fresh_namespace(&client, "chart-ids").await;
+    let r = install(
+        &env,
+        &client,
+        "chart-rbac-ids",
+        &format!("watchNamespaces: [{team}]\nrbac: {{namespaceIdentities: true}}"),
+    )
+    .await;
+    assert_eq!(
+        own_permissions(&env, &r.user, &team),
+        expected(&watched_grants_with(true, true))
+    );
+    assert_can_i(
+        &env,
+        &r.user,
+        &format!(
+            "
+            yes get serviceaccounts/kv -n {team}
+            yes create serviceaccounts/kv --subresource=token -n {team}
+            no list serviceaccounts -n {team}
+            no watch serviceaccounts -n {team}
+            no create serviceaccounts -n {team}
+            no update serviceaccounts/kv -n {team}
+            no get serviceaccounts/kv -n {e}
+            no create serviceaccounts/kv --subresource=token -n {e}
+            no create serviceaccounts/kv --subresource=token -n kube-system
+            "
+        ),
+    );
 }
 
 // -------------------------------------------------------------------------------------------
