@@ -396,3 +396,34 @@ async fn shutdown_signal() {
     }
     info!("shutdown requested");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emulator_authority_is_https_on_loopback_only() {
+        for ok in [
+            "https://127.0.0.1:8444",
+            "https://127.1.2.3:1/",
+            "https://localhost:9",
+            "https://[::1]:8444",
+        ] {
+            assert!(emulator_authority_host(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            emulator_authority_host("https://127.0.0.1:8444/").unwrap(),
+            "https://127.0.0.1:8444"
+        );
+        for refused in [
+            "http://127.0.0.1:8444",
+            "https://login.microsoftonline.com",
+            "https://10.0.0.1:8444",
+            "https://127.0.0.1.evil.example",
+            "not a url",
+        ] {
+            let e = emulator_authority_host(refused).unwrap_err();
+            assert!(e.contains("--emulator-authority-host"), "{refused}: {e}");
+        }
+    }
+}
