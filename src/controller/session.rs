@@ -2,7 +2,8 @@
 //! apply → status. The vault is read before every decision, and a read that contradicts what
 //! status remembers is confirmed by a second, different read before anything is written.
 
-use std::sync::Arc;
+mod acting;
+mod observing;
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,13 +19,11 @@ use crate::api::{
     CorrectionRecord, IMPORTED_MATERIAL_TAG, ManagementPolicy, PendingRotation, VaultKey,
     VaultKeyStatus,
 };
-use crate::identity::{self, Choice, IdentityError};
 use crate::key_material::KeyMaterial;
 use crate::keyvault::{
     DeletedKey, ImportKey, KeyVault, KeyVersion, ObservedKey, ObservedPolicy, Operation,
-    VaultError, VaultErrorKind, VaultIdentity,
+    VaultError, VaultErrorKind,
 };
-use crate::observe::Observation;
 use crate::plan::{
     Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, fingerprint_key,
     fingerprint_properties, plan,
@@ -131,65 +130,6 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// The vault client to act with: the operator's identity, or the namespace identity the
-    /// spec names (returned too, for messages).
-    #[allow(clippy::type_complexity)]
-    pub async fn vault(
-        &self,
-        vault_url: &str,
-    ) -> Result<(Arc<dyn KeyVault>, Option<(String, VaultIdentity)>), Failure> {
-        let identity = self.identity(vault_url).await?;
-        let vault = match &identity {
-            Some((_, identity)) => self.ctx.vaults.vault_as(vault_url, identity),
-            None => self.ctx.vaults.vault(vault_url),
-        }
-        .map_err(Failure::Vault)?;
-        Ok((vault, identity))
-    }
-
-    /// The identity to act with: `None` for the operator's own, else a namespace identity
-    /// (its description for messages, and its credential) with a token at hand.
-    async fn identity(&self, vault_url: &str) -> Result<Option<(String, VaultIdentity)>, Failure> {
-        let named = self
-            .vk
-            .spec
-            .identity
-            .as_ref()
-            .map(|i| i.service_account_name.as_str());
-        match identity::choose(named, self.ctx.settings.require_namespace_identity) {
-            Choice::Operator => Ok(None),
-            Choice::Required => Err(Failure::Identity(IdentityError::Required)),
-            Choice::ServiceAccount(name) => {
-                let namespace = self.vk.namespace().unwrap_or_default();
-                let identities = &self.ctx.identities;
-                let resolved = identities
-                    .resolve(&namespace, &name)
-                    .await
-                    .map_err(Failure::Identity)?;
-                let credential = identities
-                    .credential(&resolved)
-                    .map_err(Failure::Identity)?;
-                identities
-                    .token_for(&resolved, &credential, vault_url)
-                    .await
-                    .map_err(Failure::Identity)?;
-                Ok(Some((
-                    resolved.to_string(),
-                    VaultIdentity {
-                        key: format!(
-                            "{}/{}/{}/{}",
-                            resolved.namespace,
-                            resolved.service_account,
-                            resolved.tenant_id,
-                            resolved.client_id
-                        ),
-                        credential,
-                    },
-                )))
-            }
-        }
-    }
-
     /// managementPolicy Manage: plan against what the vault holds, and apply.
     async fn manage(
         &mut self,
@@ -277,41 +217,6 @@ impl<'a> Session<'a> {
         // The key is this VaultKey's own now (created, adopted, or carrying its owner tags).
         self.memory.observe_only = false;
         Ok(())
-    }
-
-    /// managementPolicy Observe: reads only (the key, its versions when they changed, the
-    /// policy when the spec has one, the deleted key when the live one is missing) and
-    /// reports how the key differs from the spec. No vault write is reachable from here.
-    async fn observe_only(
-        &mut self,
-        desired: &DesiredKey,
-        vault: &dyn KeyVault,
-    ) -> Result<(), Failure> {
-        let mut observed = self.observe(desired, vault).await.map_err(Failure::Vault)?;
-        self.memory.observe_only = true;
-        // Observe never rotates: the token describes the key as it is, so a later switch to
-        // Manage does not take it for a rotation request.
-        self.memory.observed_rotate_token = desired.rotate_token.clone();
-        self.memory.pending_rotation = None;
-        if observed.latest.is_none() && observed.deleted.is_none() {
-            observed.deleted = vault
-                .get_deleted_key(&desired.key_name)
-                .await
-                .map_err(Failure::Vault)?;
-        }
-        self.latest = observed.latest.clone();
-        self.policy = observed.policy.clone();
-        let observation = crate::observe::compare(desired, &observed, Utc::now());
-        if let Observation::Missing { deleted } = observation {
-            return Err(Failure::ObservedMissing {
-                soft_deleted: deleted.is_some(),
-            });
-        }
-        self.refresh_versions(vault).await.map_err(Failure::Vault)?;
-        match observation {
-            Observation::Differs(fields) => Err(Failure::Drifted(fields)),
-            _ => Ok(()),
-        }
     }
 
     fn remembered(&self) -> Remembered {
