@@ -130,7 +130,7 @@ fn built(generation: i64, observed: i64, readiness: &Readiness) -> Value {
 
 /// Every reason the operator puts on Ready=False (src/controller.rs: `Failure::reason`,
 /// `reason_for`), and whether Argo CD should wait (Progressing) rather than alert (Degraded).
-const NOT_READY_REASONS: [(&str, bool); 17] = [
+const NOT_READY_REASONS: [(&str, bool); 24] = [
     ("InvalidSpec", false),
     ("KeyExistsNotAdopted", false),
     ("OwnedByAnotherVaultKey", false),
@@ -148,6 +148,13 @@ const NOT_READY_REASONS: [(&str, bool); 17] = [
     ("VaultTimeout", true),
     ("VaultError", false),
     ("KeyNotFound", false),
+    ("Drifted", false),
+    ("VaultNotAllowed", false),
+    ("IdentityServiceAccountMissing", false),
+    ("IdentityAnnotationMissing", false),
+    ("IdentityExchangeRefused", false),
+    ("IdentityRequired", false),
+    ("IdentityUnavailable", true),
 ];
 
 #[test]
@@ -264,6 +271,41 @@ fn every_not_ready_reason_maps_to_progressing_or_degraded() {
     }
     // A reason this list does not know yet (a newer operator) alerts rather than waits.
     let object = built(2, 2, &Readiness::not_ready("SomethingNew", "new failure"));
+    assert_eq!(health(&object).0, "Degraded");
+}
+
+/// A paused VaultKey, with the status the operator writes for it (`pause::paused_status`):
+/// Suspended whatever Ready and the generation say, with the Paused condition's message.
+#[test]
+fn a_paused_vaultkey_is_suspended() {
+    use vaultkey_operator::controller::pause::paused_status;
+    for (ready, generation, deleting) in [
+        (Readiness::ready("key built is at version v1"), 2, false),
+        (Readiness::not_ready("InvalidSpec", "bad"), 2, false),
+        (Readiness::ready("key built is at version v1"), 3, false),
+        (Readiness::ready("key built is at version v1"), 2, true),
+    ] {
+        let mut object = built(generation, 2, &ready);
+        let vk: VaultKey = serde_json::from_value(object.clone()).unwrap();
+        let status = paused_status(vk.status.as_ref(), deleting, now()).expect("paused status");
+        object["status"] = serde_json::to_value(&status).unwrap();
+        let (health, message) = health(&object);
+        assert_eq!(health, "Suspended");
+        assert!(
+            message.starts_with("paused since 2026-11-25T20:18:22Z"),
+            "{message}"
+        );
+    }
+    // Paused before the first reconcile: no Ready condition at all.
+    let mut object = parse(NO_STATUS);
+    object["status"] = serde_json::to_value(paused_status(None, false, now()).unwrap()).unwrap();
+    assert_eq!(health(&object).0, "Suspended");
+    // A Paused condition that is not True (never written by the operator) changes nothing.
+    let mut object = parse(INVALID_SPEC);
+    object["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "Paused", "status": "False", "reason": "x", "message": "y", "lastTransitionTime": "2026-11-25T20:18:22Z"}));
     assert_eq!(health(&object).0, "Degraded");
 }
 

@@ -10,7 +10,9 @@
 --                Ready=Unknown
 --   Degraded     Ready=False with any other reason (the spec, the vault or its permissions need
 --                a person: InvalidSpec, KeyExistsNotAdopted, Forbidden, VaultUnreachable, ...)
--- The message is the Ready condition's message.
+--   Suspended    the VaultKey is paused (annotation vaultkey.dev/paused: a Paused=True
+--                condition); its message says since when
+-- The message is the Ready condition's message (the Paused condition's when paused).
 
 -- Ready=False reasons that clear without a change to the spec (see reason_for in
 -- src/controller/failure.rs).
@@ -21,18 +23,31 @@ local transient = {
   VaultTimeout = true,
   VaultServerError = true,
   VaultConflict = true,
+  IdentityUnavailable = true,
 }
 
 hs = {}
 
 local status = obj.status
 local ready = nil
+local paused = nil
 if status ~= nil and status.conditions ~= nil then
   for _, condition in ipairs(status.conditions) do
     if condition.type == "Ready" then
       ready = condition
     end
+    if condition.type == "Paused" and condition.status == "True" then
+      paused = condition
+    end
   end
+end
+
+-- Paused: the operator does nothing for the object until the annotation is removed, whatever
+-- Ready or the generation say.
+if paused ~= nil then
+  hs.status = "Suspended"
+  hs.message = paused.message
+  return hs
 end
 
 if ready == nil then
