@@ -45,19 +45,49 @@ const DEFAULT_SCOPE: &str = "https://vault.azure.net/.default";
 pub enum Choice {
     /// The operator's own identity.
     Operator,
-    /// This ServiceAccount of the VaultKey's namespace.
+    /// This ServiceAccount of the VaultKey's namespace, named by the VaultKey.
     ServiceAccount(String),
+    /// The namespace default (`--namespace-identity-service-account`): this ServiceAccount of
+    /// the VaultKey's namespace when it exists, else [`without_default`].
+    NamespaceDefault(String),
     /// None named, and the operator may not act with its own (`--require-namespace-identity`).
     Required,
 }
 
-/// Pure: the identity a VaultKey acts with.
-pub fn choose(service_account: Option<&str>, require_namespace_identity: bool) -> Choice {
-    match service_account {
-        Some(name) => Choice::ServiceAccount(name.to_owned()),
-        None if require_namespace_identity => Choice::Required,
-        None => Choice::Operator,
+/// Pure: the identity a VaultKey acts with. `namespace_default` is the ServiceAccount name
+/// every namespace may provide for VaultKeys that name none.
+pub fn choose(
+    service_account: Option<&str>,
+    namespace_default: Option<&str>,
+    require_namespace_identity: bool,
+) -> Choice {
+    match (service_account, namespace_default) {
+        (Some(name), _) => Choice::ServiceAccount(name.to_owned()),
+        (None, Some(name)) => Choice::NamespaceDefault(name.to_owned()),
+        (None, None) => without_default(require_namespace_identity),
     }
+}
+
+/// Pure: the identity of a VaultKey that names none, in a namespace without the default
+/// ServiceAccount: the operator's own, unless it may not act for namespaces.
+pub fn without_default(require_namespace_identity: bool) -> Choice {
+    if require_namespace_identity {
+        Choice::Required
+    } else {
+        Choice::Operator
+    }
+}
+
+fn required_message(default: &Option<String>) -> String {
+    let or_default = match default {
+        Some(name) => format!(
+            ", or create ServiceAccount {name} in this namespace (the operator's namespace default) with those annotations"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "the operator requires a namespace identity (--require-namespace-identity) and this VaultKey has none: set spec.identity.serviceAccountName to a ServiceAccount of this namespace that carries the {CLIENT_ID_ANNOTATION} and {TENANT_ID_ANNOTATION} annotations{or_default}"
+    )
 }
 
 /// A ServiceAccount's Azure identity, as its annotations name it.
@@ -95,10 +125,11 @@ pub enum IdentityError {
         annotation: &'static str,
         what: &'static str,
     },
-    #[error(
-        "the operator requires a namespace identity (--require-namespace-identity) and this VaultKey names none: set spec.identity.serviceAccountName to a ServiceAccount of this namespace that carries the {CLIENT_ID_ANNOTATION} and {TENANT_ID_ANNOTATION} annotations"
-    )]
-    Required,
+    #[error("{}", required_message(default))]
+    Required {
+        /// The namespace default ServiceAccount, when the operator has one.
+        default: Option<String>,
+    },
     #[error(
         "Azure AD refused the token exchange for {identity} towards {vault}: {message}; add a federated credential for subject system:serviceaccount:{namespace}:{name} (audience {EXCHANGE_AUDIENCE}, the cluster's service-account issuer) to that application, and check the client and tenant id annotations"
     )]
@@ -128,7 +159,7 @@ impl IdentityError {
         match self {
             IdentityError::ServiceAccountMissing { .. } => "IdentityServiceAccountMissing",
             IdentityError::AnnotationMissing { .. } => "IdentityAnnotationMissing",
-            IdentityError::Required => "IdentityRequired",
+            IdentityError::Required { .. } => "IdentityRequired",
             IdentityError::ExchangeRefused { .. } => "IdentityExchangeRefused",
             IdentityError::Unavailable { .. } | IdentityError::Unreadable { .. } => {
                 "IdentityUnavailable"
@@ -390,15 +421,36 @@ mod tests {
     }
 
     #[test]
-    fn the_identity_is_the_named_service_accounts_or_the_operators_unless_required() {
-        assert_eq!(choose(None, false), Choice::Operator);
-        assert_eq!(choose(None, true), Choice::Required);
+    fn the_identity_is_the_named_then_the_namespace_default_then_the_operators_unless_required() {
+        assert_eq!(choose(None, None, false), Choice::Operator);
+        assert_eq!(choose(None, None, true), Choice::Required);
         for require in [false, true] {
+            for default in [None, Some("vaultkeys")] {
+                assert_eq!(
+                    choose(Some("kv"), default, require),
+                    Choice::ServiceAccount("kv".into())
+                );
+            }
             assert_eq!(
-                choose(Some("kv"), require),
-                Choice::ServiceAccount("kv".into())
+                choose(None, Some("vaultkeys"), require),
+                Choice::NamespaceDefault("vaultkeys".into())
             );
         }
+        assert_eq!(without_default(false), Choice::Operator);
+        assert_eq!(without_default(true), Choice::Required);
+        let plain = IdentityError::Required { default: None }.to_string();
+        assert!(
+            plain.contains("spec.identity.serviceAccountName")
+                && !plain.contains("namespace default")
+        );
+        let with_default = IdentityError::Required {
+            default: Some("vaultkeys".into()),
+        }
+        .to_string();
+        assert!(
+            with_default.contains("create ServiceAccount vaultkeys"),
+            "{with_default}"
+        );
     }
 
     #[test]

@@ -135,6 +135,11 @@ struct RunArgs {
     /// operator's own identity no longer acts for a VaultKey that names none.
     #[arg(long, env = "VAULTKEY_REQUIRE_NAMESPACE_IDENTITY")]
     require_namespace_identity: bool,
+    /// The namespace default identity: a VaultKey that names no identity acts with the
+    /// ServiceAccount of this name in its own namespace when one exists (else the operator's
+    /// identity, or IdentityRequired with --require-namespace-identity).
+    #[arg(long, env = "VAULTKEY_NAMESPACE_IDENTITY_SERVICE_ACCOUNT")]
+    namespace_identity_service_account: Option<String>,
     /// EMULATOR ONLY: the Azure AD authority host namespace identities exchange their tokens
     /// at, e.g. https://127.0.0.1:8444; only https and a loopback host are accepted (a real
     /// cloud's authority comes from AZURE_AUTHORITY_HOST, which the workload identity webhook
@@ -299,6 +304,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             vault_hosts,
             require_namespace_identity: args.require_namespace_identity,
+            namespace_identity_service_account: args
+                .namespace_identity_service_account
+                .clone()
+                .filter(|name| !name.is_empty()),
         },
         health,
         identities,

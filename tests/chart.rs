@@ -882,7 +882,7 @@ fn rbac_follows_the_values() {
     let text = template(
         RELEASE,
         "ops",
-        "rbac: {namespaceIdentities: true}\noperator: {requireNamespaceIdentity: true}",
+        "rbac: {namespaceIdentities: true}\noperator: {requireNamespaceIdentity: true, namespaceIdentityServiceAccount: vaultkeys}",
     );
     let docs = documents(&text);
     assert_eq!(
@@ -890,6 +890,7 @@ fn rbac_follows_the_values() {
         watched_grants_with(true, true)
     );
     assert!(args(&docs).contains(&"--require-namespace-identity".to_owned()));
+    assert!(args(&docs).contains(&"--namespace-identity-service-account=vaultkeys".to_owned()));
     assert!(
         !args(&documents(&template(RELEASE, "ops", "")))
             .contains(&"--require-namespace-identity".to_owned())

@@ -617,3 +617,77 @@ async fn a_team_acts_with_its_own_identity_and_only_where_it_is_granted() {
         "no token in the operator's log"
     );
 }
+
+/// The namespace default (--namespace-identity-service-account): a VaultKey that names no
+/// identity acts with its namespace's ServiceAccount of that name; once that ServiceAccount is
+/// gone, --require-namespace-identity stops it (IdentityRequired, saying what to create) and
+/// no request reaches the vault.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_default_identity_acts_for_vaultkeys_that_name_none() {
+    let scenario = Scenario::shared("nsdefault").await;
+    let env = &scenario.env;
+    let login_url = std::env::var("VAULTKEY_TEST_LOGIN_URL")
+        .expect("VAULTKEY_TEST_LOGIN_URL: run through tests/env/testenv.sh");
+    let ns = scenario.ns.clone();
+    let client_id = format!("client-{ns}");
+    service_account(
+        &scenario,
+        "vaultkeys",
+        json!({
+            "azure.workload.identity/client-id": client_id,
+            "azure.workload.identity/tenant-id": "tenant-e2e",
+        }),
+    )
+    .await;
+    let federation = json!({
+        "tenantId": "tenant-e2e",
+        "clientId": client_id,
+        "subject": format!("system:serviceaccount:{ns}:vaultkeys"),
+        "vaults": ["default"],
+    });
+    let added = reqwest::Client::new()
+        .post(format!("{}/identities", env.emulator_admin))
+        .header("content-type", "application/json")
+        .body(federation.to_string())
+        .send()
+        .await
+        .expect("emulator admin reachable");
+    assert!(added.status().is_success());
+    scenario
+        .create_vaultkey("implicit", &env.vault_url, "  keyType: EC\n")
+        .await;
+    let _operator = scenario.start_operator(&[
+        "--resync-seconds",
+        &RESYNC_SECONDS.to_string(),
+        "--require-namespace-identity",
+        "--namespace-identity-service-account",
+        "vaultkeys",
+        "--emulator-authority-host",
+        &login_url,
+    ]);
+    scenario.wait_ready("implicit", "True").await;
+    let key = scenario.key_name("implicit");
+    let seen = callers(env, &key).await;
+    assert!(seen.get(&client_id).copied().unwrap_or(0) > 0, "{seen:?}");
+    assert!(
+        !seen.contains_key("static"),
+        "never the operator's identity: {seen:?}"
+    );
+
+    let sas: Api<ServiceAccount> = Api::namespaced(scenario.client.clone(), &ns);
+    sas.delete("vaultkeys", &DeleteParams::default())
+        .await
+        .expect("ServiceAccount deleted");
+    let (_, message) = ready_reason(&wait_reason(&scenario, "implicit", "IdentityRequired").await);
+    assert!(
+        message.contains("create ServiceAccount vaultkeys"),
+        "says what to create: {message}"
+    );
+    let stopped = callers(env, &key).await;
+    tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS * 3)).await;
+    assert_eq!(
+        callers(env, &key).await,
+        stopped,
+        "no vault request without an identity"
+    );
+}

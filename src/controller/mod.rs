@@ -75,6 +75,9 @@ pub struct Settings {
     pub vault_hosts: VaultHosts,
     /// VaultKeys that name no namespace identity may not use the operator's own.
     pub require_namespace_identity: bool,
+    /// The ServiceAccount name each namespace may provide as the identity of its VaultKeys
+    /// that name none (`--namespace-identity-service-account`).
+    pub namespace_identity_service_account: Option<String>,
 }
 
 /// Everything a reconcile needs, built once.

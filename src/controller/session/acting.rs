@@ -37,37 +37,65 @@ impl Session<'_> {
             .identity
             .as_ref()
             .map(|i| i.service_account_name.as_str());
-        match identity::choose(named, self.ctx.settings.require_namespace_identity) {
+        let settings = &self.ctx.settings;
+        let require = settings.require_namespace_identity;
+        match identity::choose(
+            named,
+            settings.namespace_identity_service_account.as_deref(),
+            require,
+        ) {
             Choice::Operator => Ok(None),
-            Choice::Required => Err(Failure::Identity(IdentityError::Required)),
+            Choice::Required => Err(Failure::Identity(IdentityError::Required { default: None })),
             Choice::ServiceAccount(name) => {
-                let namespace = self.vk.namespace().unwrap_or_default();
-                let identities = &self.ctx.identities;
-                let resolved = identities
-                    .resolve(&namespace, &name)
-                    .await
-                    .map_err(Failure::Identity)?;
-                let credential = identities
-                    .credential(&resolved)
-                    .map_err(Failure::Identity)?;
-                identities
-                    .token_for(&resolved, &credential, vault_url)
-                    .await
-                    .map_err(Failure::Identity)?;
-                Ok(Some((
-                    resolved.to_string(),
-                    VaultIdentity {
-                        key: format!(
-                            "{}/{}/{}/{}",
-                            resolved.namespace,
-                            resolved.service_account,
-                            resolved.tenant_id,
-                            resolved.client_id
-                        ),
-                        credential,
-                    },
-                )))
+                self.namespace_identity(&name, vault_url).await.map(Some)
             }
+            // A namespace without the default ServiceAccount is one that names no identity.
+            Choice::NamespaceDefault(name) => match self.namespace_identity(&name, vault_url).await
+            {
+                Err(Failure::Identity(IdentityError::ServiceAccountMissing { .. })) => {
+                    match identity::without_default(require) {
+                        Choice::Operator => Ok(None),
+                        _ => Err(Failure::Identity(IdentityError::Required {
+                            default: Some(name),
+                        })),
+                    }
+                }
+                other => other.map(Some),
+            },
         }
+    }
+
+    /// ServiceAccount `name` of the VaultKey's namespace, resolved, with a token at hand.
+    async fn namespace_identity(
+        &self,
+        name: &str,
+        vault_url: &str,
+    ) -> Result<(String, VaultIdentity), Failure> {
+        let namespace = self.vk.namespace().unwrap_or_default();
+        let identities = &self.ctx.identities;
+        let resolved = identities
+            .resolve(&namespace, name)
+            .await
+            .map_err(Failure::Identity)?;
+        let credential = identities
+            .credential(&resolved)
+            .map_err(Failure::Identity)?;
+        identities
+            .token_for(&resolved, &credential, vault_url)
+            .await
+            .map_err(Failure::Identity)?;
+        Ok((
+            resolved.to_string(),
+            VaultIdentity {
+                key: format!(
+                    "{}/{}/{}/{}",
+                    resolved.namespace,
+                    resolved.service_account,
+                    resolved.tenant_id,
+                    resolved.client_id
+                ),
+                credential,
+            },
+        ))
     }
 }
