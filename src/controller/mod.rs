@@ -12,6 +12,7 @@ mod events;
 mod failure;
 pub mod invalid;
 mod key_locks;
+mod listing;
 mod session;
 
 use std::collections::HashSet;
@@ -20,12 +21,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::channel::mpsc::UnboundedReceiver;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, debug, info_span, warn};
@@ -39,6 +42,7 @@ use crate::telemetry::{Metrics, ReasonLabels};
 use crate::vault_hosts::VaultHosts;
 use failure::{Backoff, reason_for};
 use key_locks::KeyLocks;
+use listing::Listings;
 use session::Session;
 
 pub const FINALIZER: &str = "vaultkey.dev/cleanup";
@@ -57,8 +61,12 @@ pub type Watched = DeserializeGuard<VaultKey>;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// How often a converged VaultKey is compared with the vault again.
+    /// How often a converged VaultKey is compared with the vault again: through its vault's
+    /// key list, or by reading the key when the vault is not listed.
     pub resync_interval: Duration,
+    /// How often a converged key of a listed vault is read in full anyway (key_ops, rotation
+    /// policy: what the list does not show).
+    pub verify_interval: Duration,
     /// Watch only these namespaces; empty watches all.
     pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
@@ -82,6 +90,7 @@ pub struct Context {
     pub health: Arc<Health>,
     backoff: Backoff,
     key_locks: KeyLocks,
+    listings: Listings,
 }
 
 impl Context {
@@ -100,6 +109,7 @@ impl Context {
             health,
             backoff: Backoff::default(),
             key_locks: KeyLocks::default(),
+            listings: Listings::default(),
         }
     }
 }
@@ -186,10 +196,22 @@ pub async fn run(
             .collect()
     };
     ctx.health.start_leading(apis.len());
-    let runs = apis
-        .into_iter()
-        .enumerate()
-        .map(|(index, api)| run_one(index, api, ctx.clone(), shutdown.clone()));
+    let mut observed = Vec::new();
+    let mut runs = Vec::new();
+    for (index, api) in apis.into_iter().enumerate() {
+        let (reader, writer) = kube::runtime::reflector::store();
+        let (trigger, woken) = futures::channel::mpsc::unbounded();
+        observed.push((reader.clone(), trigger));
+        let watch = Watch {
+            index,
+            api,
+            reader,
+            writer,
+            woken,
+        };
+        runs.push(run_one(watch, ctx.clone(), shutdown.clone()));
+    }
+    let observer = tokio::spawn(listing::observe(ctx.clone(), observed));
     let grace = ctx.settings.shutdown_grace;
     let deadline = async {
         shutdown.clone().await;
@@ -199,6 +221,17 @@ pub async fn run(
         _ = futures::future::join_all(runs) => {}
         () = deadline => warn!(?grace, "stopping with reconciles or watches still in flight"),
     }
+    observer.abort();
+}
+
+/// One watched scope (a namespace, or all), with its cache and the VaultKeys the list
+/// observer wakes.
+struct Watch {
+    index: usize,
+    api: Api<Watched>,
+    reader: Store<Watched>,
+    writer: Writer<Watched>,
+    woken: UnboundedReceiver<ObjectRef<Watched>>,
 }
 
 /// The hash of what may ask for work: the spec (generation), deletion, labels (a label
@@ -272,8 +305,7 @@ impl WatchTracker {
 }
 
 async fn run_one(
-    index: usize,
-    api: Api<Watched>,
+    watch_scope: Watch,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -282,6 +314,13 @@ async fn run_one(
         watch = watch.labels(selector);
     }
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let Watch {
+        index,
+        api,
+        reader,
+        writer,
+        woken,
+    } = watch_scope;
     let mut tracker = WatchTracker {
         index,
         health: ctx.health.clone(),
@@ -292,7 +331,6 @@ async fn run_one(
     // The cache keeps VaultKeys without managedFields (about 40 % of an object) and without
     // kubectl's copy of the last applied manifest (as large as the spec again): the operator
     // never reads them.
-    let (reader, writer) = kube::runtime::reflector::store();
     let objects = watcher(api, watch)
         .default_backoff()
         .modify(|obj: &mut Watched| {
@@ -305,6 +343,7 @@ async fn run_one(
         .predicate_filter(intent, PredicateConfig::default());
     let controller = Controller::for_stream(objects, reader)
         .with_config(config)
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
     let metrics = ctx.metrics.clone();
@@ -358,8 +397,20 @@ async fn reconcile_valid(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action,
         let start = Instant::now();
         let ns = vk.namespace().ok_or(Error::NoNamespace)?;
         let api: Api<VaultKey> = Api::namespaced(ctx.client.clone(), &ns);
-        let adds_finalizer = vk.meta().deletion_timestamp.is_none()
-            && !vk.finalizers().iter().any(|f| f == FINALIZER);
+        let has_finalizer = vk.finalizers().iter().any(|f| f == FINALIZER);
+        if !has_finalizer && !needs_finalizer(&vk.spec) {
+            // Retain leaves the key as it is on deletion: a finalizer would guard nothing and
+            // cost a write per new VaultKey. It is added when the policy changes.
+            let result = match vk.meta().deletion_timestamp {
+                Some(_) => Ok(Action::await_change()),
+                None => apply(&vk, &ctx, &api).await,
+            };
+            ctx.metrics
+                .reconcile_duration
+                .observe(start.elapsed().as_secs_f64());
+            return result;
+        }
+        let adds_finalizer = vk.meta().deletion_timestamp.is_none() && !has_finalizer;
         let result = finalizer(&api, FINALIZER, vk, |event| async {
             match event {
                 FinalizerEvent::Apply(vk) => apply(&vk, &ctx, &api).await,
@@ -378,6 +429,12 @@ async fn reconcile_valid(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action,
     }
     .instrument(span)
     .await
+}
+
+/// Whether deleting the VaultKey must wait for the operator: only when the vault is to be
+/// touched (Delete, Purge). Retain's cleanup does nothing to the vault.
+fn needs_finalizer(spec: &crate::api::VaultKeySpec) -> bool {
+    spec.deletion_policy != crate::api::DeletionPolicy::Retain
 }
 
 pub fn error_policy(obj: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -403,6 +460,10 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
     {
         return paced(vk, ctx, api, &session, failure).await;
     }
+    if outcome.is_err() || session.recovered {
+        // Not converged: its own wait decides when it is read again, not the vault's list.
+        ctx.listings.forget(&vk.uid().unwrap_or_default());
+    }
     let (readiness, action) = match &outcome {
         Ok(()) if session.recovered => (
             Readiness::not_ready(
@@ -416,15 +477,27 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
         ),
         Ok(()) => {
             ctx.backoff.reset(&key);
-            let message = match &session.latest {
-                Some(latest) => {
+            let vault_url = session.vault_url.as_deref().unwrap_or_default();
+            let mut next_read = ctx.settings.resync_interval;
+            let mut message = match (&session.latest, vk.uid()) {
+                (Some(latest), Some(uid)) => {
+                    ctx.listings
+                        .record(&uid, vault_url, &session.key_name, latest.into());
+                    next_read = ctx.listings.next_full_read(
+                        vault_url,
+                        ctx.settings.resync_interval,
+                        ctx.settings.verify_interval,
+                    );
                     format!("key {} is at version {}", session.key_name, latest.version)
                 }
-                None => "the vault matches the spec".into(),
+                _ => "the vault matches the spec".into(),
             };
+            if let Some(note) = ctx.listings.note(vault_url) {
+                message = format!("{message}; {note}");
+            }
             (
                 Readiness::ready(message),
-                Action::requeue(jittered(ctx.settings.resync_interval, &key)),
+                Action::requeue(jittered(next_read, &key)),
             )
         }
         Err(failure) => {

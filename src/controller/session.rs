@@ -35,6 +35,8 @@ pub struct Session<'a> {
     vk: &'a VaultKey,
     ctx: &'a Context,
     pub key_name: String,
+    /// The vault, once the spec is valid.
+    pub vault_url: Option<String>,
     pub latest: Option<ObservedKey>,
     versions: Option<Vec<KeyVersion>>,
     policy: Option<ObservedPolicy>,
@@ -54,6 +56,7 @@ impl<'a> Session<'a> {
             vk,
             ctx,
             key_name: vk.key_name().to_owned(),
+            vault_url: None,
             latest: None,
             versions: None,
             policy: None,
@@ -83,6 +86,7 @@ impl<'a> Session<'a> {
     pub async fn converge(&mut self, api: &Api<VaultKey>) -> Result<(), Failure> {
         let desired = validate_with_hosts(self.vk, &self.ctx.settings.vault_hosts)
             .map_err(Failure::InvalidSpec)?;
+        self.vault_url = Some(desired.vault_url.clone());
         let namespace = self.vk.namespace().unwrap_or_default();
         if !self
             .ctx

@@ -411,12 +411,14 @@ impl Vault {
         }
     }
 
+    /// `stamp`: the new `updated` attribute (Key Vault stamps every change with the time);
+    /// `None` leaves it as it was.
     pub fn update_version(
         &mut self,
         name: &str,
         version: Option<&str>,
         update: VersionUpdate,
-        now: i64,
+        stamp: Option<i64>,
     ) -> Result<&KeyVersion, ApiError> {
         let record = self.record_mut(name)?;
         let index = match version.filter(|v| !v.is_empty()) {
@@ -446,7 +448,9 @@ impl Vault {
         if let Some(policy) = update.release_policy {
             kv.release_policy = Some(policy);
         }
-        kv.updated = now;
+        if let Some(stamp) = stamp {
+            kv.updated = stamp;
+        }
         Ok(kv)
     }
 
@@ -912,7 +916,7 @@ mod tests {
                     tags: Some(tags.clone()),
                     ..Default::default()
                 },
-                300,
+                Some(300),
             )
             .unwrap();
         assert!(!kv.enabled);
@@ -928,7 +932,7 @@ mod tests {
                     exp: Some(Some(999)),
                     ..Default::default()
                 },
-                400,
+                Some(400),
             )
             .unwrap();
         assert_eq!((kv.created, kv.exp, kv.enabled), (150, Some(999), true));
@@ -1152,7 +1156,7 @@ mod tests {
                 exp: Some(Some(t0 + 40 * DAY)),
                 ..Default::default()
             },
-            t0,
+            Some(t0),
         )
         .unwrap();
         let done = run_due(&mut v, t0 + 55 * DAY);
