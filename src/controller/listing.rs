@@ -20,7 +20,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{info, warn};
 
 use super::{Context, Watched, is_ready_now};
-use crate::keyvault::{KeyListing, KeySummary, VaultErrorKind};
+use crate::keyvault::{KeyListing, KeySummary, VaultErrorKind, VaultResult};
 
 /// How the operator learns that a vault's keys changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,11 @@ struct Seen {
     /// Lower case, as the listing keys it.
     key_name: String,
     summary: KeySummary,
+    /// The spec generation that read converged.
+    generation: Option<i64>,
+    read_at: Instant,
+    /// A list taken after the read showed the key unchanged.
+    vouched: bool,
 }
 
 #[derive(Debug)]
@@ -71,14 +76,41 @@ pub struct Watcher {
 }
 
 impl Listings {
-    /// A full read of the key saw `summary`.
-    pub fn record(&self, uid: &str, vault_url: &str, key_name: &str, summary: KeySummary) {
+    /// A full read of the key, for spec `generation`, converged and saw `summary`.
+    pub fn record(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        vault_url: &str,
+        key_name: &str,
+        summary: KeySummary,
+    ) {
         let seen = Seen {
             vault_url: vault_url.to_owned(),
             key_name: key_name.to_lowercase(),
             summary,
+            generation,
+            read_at: Instant::now(),
+            vouched: false,
         };
         lock(&self.seen).insert(uid.to_owned(), seen);
+    }
+
+    /// When the vault's list has vouched for the key since its last full read (same spec
+    /// generation, read less than `verify` ago), the reconcile needs no read: how long until
+    /// the next full read is due. A key read before its vault was first listed waits here
+    /// instead of being read once more at the resync cadence it was given then.
+    pub fn vouched_wait(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        verify: Duration,
+    ) -> Option<Duration> {
+        let seen = lock(&self.seen);
+        let entry = seen.get(uid)?;
+        let listed = self.mode(&entry.vault_url) == VaultMode::Listed;
+        let wait = verify.checked_sub(entry.read_at.elapsed())?;
+        (listed && entry.vouched && entry.generation == generation).then_some(wait)
     }
 
     /// The VaultKey is not converged (or gone): the list does not speak for it.
@@ -152,20 +184,7 @@ impl Listings {
                 Ok(vault) => vault.list_keys().await,
                 Err(e) => Err(e),
             };
-            let (mode, woken) = match listing {
-                Ok(listing) => judge(&listing, &keys),
-                Err(e) if matches!(e.kind, VaultErrorKind::Forbidden) => (
-                    VaultMode::PerKey(PerKeyReason::ListRefused(e.to_string())),
-                    keys.iter().map(|(w, _)| w.uid.clone()).collect(),
-                ),
-                Err(e) => {
-                    // This round reads each key instead; the next one lists again.
-                    warn!(vault = %vault_url, error = %e, "listing the vault's keys failed");
-                    let mode = self.mode(&vault_url);
-                    (mode, keys.iter().map(|(w, _)| w.uid.clone()).collect())
-                }
-            };
-            self.set_mode(&vault_url, mode);
+            let woken = self.take(&vault_url, &keys, listing);
             ctx.metrics
                 .listing_wakes
                 .inc_by(u64::try_from(woken.len()).unwrap_or(u64::MAX));
@@ -176,6 +195,40 @@ impl Listings {
             );
         }
         wake
+    }
+
+    /// Takes in one vault's listing (or its failure): sets the vault's mode, marks the keys
+    /// it vouches for, and returns the uids of the VaultKeys to wake.
+    fn take(
+        &self,
+        vault_url: &str,
+        keys: &[(Watcher, Seen)],
+        listing: VaultResult<KeyListing>,
+    ) -> HashSet<String> {
+        let everyone = || keys.iter().map(|(w, _)| w.uid.clone()).collect();
+        let (mode, woken) = match listing {
+            Ok(listing) => {
+                let (mode, woken) = judge(&listing, keys);
+                let mut seen = lock(&self.seen);
+                for (watcher, _) in keys {
+                    if let Some(entry) = seen.get_mut(&watcher.uid) {
+                        entry.vouched = mode == VaultMode::Listed && !woken.contains(&watcher.uid);
+                    }
+                }
+                (mode, woken)
+            }
+            Err(e) if matches!(e.kind, VaultErrorKind::Forbidden) => (
+                VaultMode::PerKey(PerKeyReason::ListRefused(e.to_string())),
+                everyone(),
+            ),
+            Err(e) => {
+                // This round reads each key instead; the next one lists again.
+                warn!(vault = %vault_url, error = %e, "listing the vault's keys failed");
+                (self.mode(vault_url), everyone())
+            }
+        };
+        self.set_mode(vault_url, mode);
+        woken
     }
 
     /// Listed and never-listed vaults are listed every round; a sparse one as soon as its
@@ -233,9 +286,11 @@ pub async fn observe(
     ctx: Arc<Context>,
     controllers: Vec<(Store<Watched>, UnboundedSender<ObjectRef<Watched>>)>,
 ) {
-    let mut ticker = tokio::time::interval(ctx.settings.resync_interval);
+    // The first round comes after half a resync: keys converged at start-up are then
+    // vouched for before their first resync is due.
+    let resync = ctx.settings.resync_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + resync / 2, resync);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
     loop {
         ticker.tick().await;
         let watched: Vec<Arc<Watched>> = controllers.iter().flat_map(|(s, _)| s.state()).collect();
@@ -285,6 +340,9 @@ mod tests {
                 vault_url: "https://v.vault.azure.net".into(),
                 key_name: name.to_lowercase(),
                 summary: seen,
+                generation: Some(1),
+                read_at: Instant::now(),
+                vouched: false,
             },
         )
     }
@@ -343,6 +401,77 @@ mod tests {
             })
         );
         assert_eq!(woken.len(), 2, "all go back to per-key reads at once");
+    }
+
+    #[test]
+    fn a_key_the_list_vouched_for_needs_no_read_until_the_verify_interval() {
+        let listings = Listings::default();
+        let url = "https://v.vault.azure.net";
+        let verify = Duration::from_secs(3_600);
+        let keys = [key("a", "a", summary(10)), key("b", "b", summary(10))];
+        for (watcher, seen) in &keys {
+            listings.record(
+                &watcher.uid,
+                Some(1),
+                url,
+                &seen.key_name,
+                seen.summary.clone(),
+            );
+        }
+        assert_eq!(
+            listings.vouched_wait("a", Some(1), verify),
+            None,
+            "not listed yet"
+        );
+        let woken = listings.take(
+            url,
+            &keys,
+            Ok(listing(1, &[("a", summary(10)), ("b", summary(11))])),
+        );
+        assert_eq!(woken, ["b"].map(str::to_owned).into());
+        let wait = listings
+            .vouched_wait("a", Some(1), verify)
+            .expect("vouched");
+        assert!(wait <= verify && wait > verify - Duration::from_secs(60));
+        assert_eq!(
+            listings.vouched_wait("b", Some(1), verify),
+            None,
+            "changed: read it"
+        );
+        // Vouched once, then changed: woken, and no longer vouched for.
+        let woken = listings.take(url, &keys, Ok(listing(1, &[("a", summary(12))])));
+        assert_eq!(woken, ["a", "b"].map(str::to_owned).into());
+        assert_eq!(listings.vouched_wait("a", Some(1), verify), None);
+        listings.take(
+            url,
+            &keys,
+            Ok(listing(1, &[("a", summary(10)), ("b", summary(10))])),
+        );
+        assert_eq!(
+            listings.vouched_wait("a", Some(2), verify),
+            None,
+            "a new spec: read it"
+        );
+        assert_eq!(
+            listings.vouched_wait("a", Some(1), Duration::ZERO),
+            None,
+            "verify due"
+        );
+        // A fresh read starts over: vouched again only by the next list.
+        listings.record("a", Some(1), url, "a", summary(10));
+        assert_eq!(listings.vouched_wait("a", Some(1), verify), None);
+        // A refused list vouches for nothing and wakes everyone.
+        let refused = crate::keyvault::VaultError::new(
+            VaultErrorKind::Forbidden,
+            crate::keyvault::Operation::ListKeys,
+            "403 Forbidden",
+        );
+        assert_eq!(listings.take(url, &keys, Err(refused)).len(), 2);
+        assert!(matches!(
+            listings.mode(url),
+            VaultMode::PerKey(PerKeyReason::ListRefused(_))
+        ));
+        assert_eq!(listings.vouched_wait("b", Some(1), verify), None);
     }
 
     #[test]

@@ -453,6 +453,10 @@ pub fn error_policy(obj: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Acti
 /// One pass of dereference → validate → plan → apply → status.
 async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
     let key = object_key(vk);
+    if let Some(wait) = vouched(vk, ctx) {
+        ctx.metrics.reconcile_outcome("vouched");
+        return Ok(Action::requeue(jittered(wait, &key)));
+    }
     let mut session = Session::new(vk, ctx);
     let outcome = session.converge(api).await;
     if let Err(failure) = &outcome
@@ -481,13 +485,21 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
             let mut next_read = ctx.settings.resync_interval;
             let mut message = match (&session.latest, vk.uid()) {
                 (Some(latest), Some(uid)) => {
-                    ctx.listings
-                        .record(&uid, vault_url, &session.key_name, latest.into());
-                    next_read = ctx.listings.next_full_read(
+                    ctx.listings.record(
+                        &uid,
+                        vk.meta().generation,
                         vault_url,
-                        ctx.settings.resync_interval,
-                        ctx.settings.verify_interval,
+                        &session.key_name,
+                        latest.into(),
                     );
+                    // An import re-reads its Secret each resync (the Secret is not watched).
+                    if vk.spec.import.is_none() {
+                        next_read = ctx.listings.next_full_read(
+                            vault_url,
+                            ctx.settings.resync_interval,
+                            ctx.settings.verify_interval,
+                        );
+                    }
                     format!("key {} is at version {}", session.key_name, latest.version)
                 }
                 _ => "the vault matches the spec".into(),
@@ -522,6 +534,19 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
     });
     session.report(api, &readiness).await?;
     Ok(action)
+}
+
+/// A converged VaultKey whose key the vault's list has shown unchanged since its last full
+/// read: nothing to read or write until its verify interval is over.
+fn vouched(vk: &VaultKey, ctx: &Context) -> Option<Duration> {
+    if !is_ready_now(vk) || vk.spec.import.is_some() {
+        return None;
+    }
+    ctx.listings.vouched_wait(
+        &vk.uid()?,
+        vk.meta().generation,
+        ctx.settings.verify_interval,
+    )
 }
 
 /// The vault's budget had no slot soon: come back at the promised time. Pacing is the
