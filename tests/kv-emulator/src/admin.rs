@@ -16,6 +16,7 @@
 //! | DELETE | /dialect[?vault=NAME]        | back to the default dialect                       |
 //! | GET    | /vaults                      | vault names, URLs and recovery levels             |
 //! | GET    | /vaults/{vault}/keys         | live and deleted key names                        |
+//! | DELETE | /vaults/{vault}/keys         | forget every key of the vault (a fresh vault)     |
 //! | GET    | /vaults/{vault}/keys/{name}  | public state of a key (versions, policy, deleted) |
 
 use std::sync::Arc;
@@ -166,6 +167,10 @@ where
         }
         (&Method::GET, ["vaults", vault, "keys"]) => match app.store().vaults.get(*vault) {
             Some(v) => ok(&v.names()),
+            None => error(StatusCode::NOT_FOUND, format!("no vault named {vault}")),
+        },
+        (&Method::DELETE, ["vaults", vault, "keys"]) => match app.store().vaults.get_mut(*vault) {
+            Some(v) => ok(&json!({ "removed": v.clear() })),
             None => error(StatusCode::NOT_FOUND, format!("no vault named {vault}")),
         },
         (&Method::GET, ["vaults", vault, "keys", name]) => match app.store().vaults.get(*vault) {

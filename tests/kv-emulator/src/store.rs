@@ -298,6 +298,14 @@ impl Vault {
         }
     }
 
+    /// Forgets every key, live and deleted (a benchmark's fresh vault); how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.keys.len() + self.deleted.len();
+        self.keys.clear();
+        self.deleted.clear();
+        n
+    }
+
     fn norm(name: &str) -> String {
         name.to_ascii_lowercase()
     }
@@ -898,6 +906,17 @@ mod tests {
             v.version("mykey", Some("0000")).unwrap_err().code,
             "KeyNotFound"
         );
+    }
+
+    #[test]
+    fn clear_forgets_live_and_deleted_keys() {
+        let mut v = vault("Recoverable");
+        add(&mut v, "live", 100);
+        add(&mut v, "gone", 100);
+        v.delete("gone", 200).unwrap();
+        assert_eq!(v.clear(), 2);
+        assert!(v.list_keys(25, None).items.is_empty());
+        assert!(v.record("gone").is_err() && v.clear() == 0);
     }
 
     #[test]
