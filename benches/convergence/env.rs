@@ -2,6 +2,7 @@
 
 use super::*;
 
+/// What `tests/env/testenv.sh run` exports.
 pub(crate) struct Env {
     pub(crate) kubeconfig: PathBuf,
     pub(crate) vault_url: String,

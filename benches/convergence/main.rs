@@ -167,8 +167,6 @@ struct Scenario {
     second_vault: usize,
 }
 
-/// What `tests/env/testenv.sh run` exports.
-
 fn machine_facts() -> Value {
     let run = |cmd: &str, args: &[&str]| {
         Command::new(cmd)
