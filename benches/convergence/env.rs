@@ -7,6 +7,7 @@ pub(crate) struct Env {
     pub(crate) kubeconfig: PathBuf,
     pub(crate) vault_url: String,
     pub(crate) second_vault_url: String,
+    pub(crate) listed_vault_url: String,
     pub(crate) vault_ca: PathBuf,
     pub(crate) admin: String,
     pub(crate) env_dir: PathBuf,
@@ -25,6 +26,9 @@ impl Env {
                 .trim_end_matches('/')
                 .to_owned(),
             second_vault_url: var("VAULTKEY_TEST_PURGEABLE_VAULT_URL")?
+                .trim_end_matches('/')
+                .to_owned(),
+            listed_vault_url: var("VAULTKEY_TEST_LISTED_VAULT_URL")?
                 .trim_end_matches('/')
                 .to_owned(),
             vault_ca: var("VAULTKEY_TEST_VAULT_CA")?.into(),

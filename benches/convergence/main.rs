@@ -22,12 +22,14 @@ mod env;
 mod measure;
 mod operator;
 mod scrape;
+mod steady;
 mod workload;
 
 use env::*;
 use measure::*;
 use operator::*;
 use scrape::*;
+use steady::*;
 use workload::*;
 
 use std::collections::{BTreeMap, HashMap};

@@ -106,7 +106,7 @@ impl Scrape {
 pub(crate) fn is_read(op: &str) -> bool {
     matches!(
         op,
-        "get_key" | "list_versions" | "get_rotation_policy" | "get_deleted_key"
+        "get_key" | "list_keys" | "list_versions" | "get_rotation_policy" | "get_deleted_key"
     )
 }
 

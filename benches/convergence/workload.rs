@@ -190,6 +190,8 @@ pub(crate) struct Seen {
 #[derive(Default)]
 pub(crate) struct Tracker {
     pub(crate) ready: HashMap<String, Seen>,
+    /// Each VaultKey's status.currentVersion, and when the watch first showed it.
+    pub(crate) versions: HashMap<String, (String, Instant)>,
     /// Not-ready reasons seen, and on how many keys.
     pub(crate) reasons: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
@@ -211,6 +213,13 @@ pub(crate) fn watch_readiness(
                 continue;
             };
             let mut tracker = t.lock().unwrap();
+            if let Some(version) = vk.status.as_ref().and_then(|s| s.current_version.clone())
+                && tracker.versions.get(&vk.name_any()).map(|(v, _)| v) != Some(&version)
+            {
+                tracker
+                    .versions
+                    .insert(vk.name_any(), (version, Instant::now()));
+            }
             if cond.status == "True" && cond.observed_generation == vk.metadata.generation {
                 let name = vk.name_any();
                 tracker.ready.entry(name).or_insert_with(|| Seen {
@@ -258,8 +267,12 @@ pub(crate) async fn apply_all(
     futures::stream::iter(0..sc.n + sc.second_vault)
         .map(|i| {
             let api = api.clone();
-            let (name, url) = if i < sc.n {
+            // Without throttling the keys alternate between two vaults: each vault's list
+            // then holds half of them (the throttled scenario keeps one vault's budget).
+            let (name, url) = if i < sc.n && (sc.throttle.is_some() || i % 2 == 0) {
                 (format!("k-{i:05}"), &env.vault_url)
+            } else if i < sc.n {
+                (format!("k-{i:05}"), &env.listed_vault_url)
             } else {
                 (format!("p-{:05}", i - sc.n), &env.second_vault_url)
             };
