@@ -61,9 +61,18 @@ enum CredentialKind {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Seconds between comparisons of a converged VaultKey with its vault.
+    /// Seconds between comparisons of a converged VaultKey with its vault (one key list per
+    /// vault, 25 keys a page; each key read when the vault is not listed).
     #[arg(long, env = "VAULTKEY_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds between full reads (key_ops, rotation policy) of a converged key whose vault's
+    /// list shows no change: what Key Vault's list does not show is found within this time.
+    #[arg(
+        long,
+        env = "VAULTKEY_VERIFY_INTERVAL_SECONDS",
+        default_value_t = 86_400
+    )]
+    verify_interval_seconds: u64,
     /// Watch only these namespaces (repeat the flag, or comma-separate); default: all.
     #[arg(long = "namespace", env = "VAULTKEY_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -296,6 +305,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         metrics,
         Settings {
             resync_interval: Duration::from_secs(args.resync_seconds.max(1)),
+            verify_interval: Duration::from_secs(args.verify_interval_seconds.max(1)),
             namespaces: args.namespaces.clone(),
             label_selector: args.label_selector.clone(),
             concurrency: args.concurrency.max(1),

@@ -92,6 +92,7 @@ pub struct Metrics {
     pub managed_keys: Gauge,
     pub undecodable_objects: Gauge,
     pub rotations_observed: Family<KindLabels, Counter>,
+    pub listing_wakes: Counter,
 }
 
 impl Default for Metrics {
@@ -164,6 +165,12 @@ impl Metrics {
             "VaultKeys currently known to this operator",
             managed_keys.clone(),
         );
+        let listing_wakes = Counter::default();
+        registry.register(
+            "listing_wakes",
+            "Converged VaultKeys woken for a full read because their vault's key list showed a change (or the vault went back to per-key reads)",
+            listing_wakes.clone(),
+        );
         let undecodable_objects = Gauge::default();
         registry.register(
             "undecodable_objects",
@@ -188,6 +195,7 @@ impl Metrics {
             kube_writes,
             managed_keys,
             undecodable_objects,
+            listing_wakes,
             rotations_observed,
         }
     }

@@ -327,6 +327,7 @@ image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef01234567
 imagePullSecrets: [{name: registry}]
 operator:
   resyncSeconds: 42
+  verifyIntervalSeconds: 600
   logLevel: "info,vaultkey_operator=debug"
   logFormat: json
   concurrency: 3
@@ -644,6 +645,7 @@ fn deployment_is_hardened_and_configured_from_values() {
             "run",
             "--metrics-addr=0.0.0.0:8080",
             "--resync-seconds=300",
+            "--verify-interval-seconds=86400",
             "--log-level=info",
             "--log-format=text",
             "--concurrency=32",
@@ -686,6 +688,7 @@ fn deployment_is_hardened_and_configured_from_values() {
             "run",
             "--metrics-addr=0.0.0.0:9090",
             "--resync-seconds=42",
+            "--verify-interval-seconds=600",
             "--log-level=info,vaultkey_operator=debug",
             "--log-format=json",
             "--concurrency=3",

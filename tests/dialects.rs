@@ -241,9 +241,10 @@ async fn core_flows_under(prefix: &str, vault: &'static str, flag: &str, dialect
     let before = Stats::read(env).await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let steady = Stats::read(env).await.since(&before);
+    // Compared by reading each key, or by the vault's key list when it holds few other keys.
     assert!(
-        steady.count("get_key") >= names.len() as u64,
-        "steady state: the operator kept reading ({:?})",
+        steady.count("get_key") + steady.count("list_keys") >= 3,
+        "steady state: the operator kept comparing ({:?})",
         steady.operations()
     );
     assert_eq!(

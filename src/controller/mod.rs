@@ -12,6 +12,7 @@ mod events;
 mod failure;
 pub mod invalid;
 mod key_locks;
+mod listing;
 pub mod pause;
 mod session;
 
@@ -21,12 +22,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::channel::mpsc::UnboundedReceiver;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, debug, info_span, warn};
@@ -41,6 +44,7 @@ use crate::telemetry::{Metrics, ReasonLabels};
 use crate::vault_hosts::VaultHosts;
 use failure::{Backoff, reason_for};
 use key_locks::KeyLocks;
+use listing::Listings;
 use session::Session;
 
 pub const FINALIZER: &str = "vaultkey.dev/cleanup";
@@ -59,8 +63,12 @@ pub type Watched = DeserializeGuard<VaultKey>;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// How often a converged VaultKey is compared with the vault again.
+    /// How often a converged VaultKey is compared with the vault again: through its vault's
+    /// key list, or by reading the key when the vault is not listed.
     pub resync_interval: Duration,
+    /// How often a converged key of a listed vault is read in full anyway (key_ops, rotation
+    /// policy: what the list does not show).
+    pub verify_interval: Duration,
     /// Watch only these namespaces; empty watches all.
     pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
@@ -91,6 +99,7 @@ pub struct Context {
     pub identities: Arc<NamespaceIdentities>,
     backoff: Backoff,
     key_locks: KeyLocks,
+    listings: Listings,
 }
 
 impl Context {
@@ -111,6 +120,7 @@ impl Context {
             identities,
             backoff: Backoff::default(),
             key_locks: KeyLocks::default(),
+            listings: Listings::default(),
         }
     }
 }
@@ -200,10 +210,22 @@ pub async fn run(
             .collect()
     };
     ctx.health.start_leading(apis.len());
-    let runs = apis
-        .into_iter()
-        .enumerate()
-        .map(|(index, api)| run_one(index, api, ctx.clone(), shutdown.clone()));
+    let mut observed = Vec::new();
+    let mut runs = Vec::new();
+    for (index, api) in apis.into_iter().enumerate() {
+        let (reader, writer) = kube::runtime::reflector::store();
+        let (trigger, woken) = futures::channel::mpsc::unbounded();
+        observed.push((reader.clone(), trigger));
+        let watch = Watch {
+            index,
+            api,
+            reader,
+            writer,
+            woken,
+        };
+        runs.push(run_one(watch, ctx.clone(), shutdown.clone()));
+    }
+    let observer = tokio::spawn(listing::observe(ctx.clone(), observed));
     let grace = ctx.settings.shutdown_grace;
     let deadline = async {
         shutdown.clone().await;
@@ -213,6 +235,17 @@ pub async fn run(
         _ = futures::future::join_all(runs) => {}
         () = deadline => warn!(?grace, "stopping with reconciles or watches still in flight"),
     }
+    observer.abort();
+}
+
+/// One watched scope (a namespace, or all), with its cache and the VaultKeys the list
+/// observer wakes.
+struct Watch {
+    index: usize,
+    api: Api<Watched>,
+    reader: Store<Watched>,
+    writer: Writer<Watched>,
+    woken: UnboundedReceiver<ObjectRef<Watched>>,
 }
 
 /// The hash of what may ask for work: the spec (generation), deletion, labels (a label
@@ -286,8 +319,7 @@ impl WatchTracker {
 }
 
 async fn run_one(
-    index: usize,
-    api: Api<Watched>,
+    watch_scope: Watch,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -296,6 +328,13 @@ async fn run_one(
         watch = watch.labels(selector);
     }
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let Watch {
+        index,
+        api,
+        reader,
+        writer,
+        woken,
+    } = watch_scope;
     let mut tracker = WatchTracker {
         index,
         health: ctx.health.clone(),
@@ -306,7 +345,6 @@ async fn run_one(
     // The cache keeps VaultKeys without managedFields (about 40 % of an object) and without
     // kubectl's copy of the last applied manifest (as large as the spec again): the operator
     // never reads them.
-    let (reader, writer) = kube::runtime::reflector::store();
     let objects = watcher(api, watch)
         .default_backoff()
         .modify(|obj: &mut Watched| {
@@ -319,6 +357,7 @@ async fn run_one(
         .predicate_filter(intent, PredicateConfig::default());
     let controller = Controller::for_stream(objects, reader)
         .with_config(config)
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
     let metrics = ctx.metrics.clone();
@@ -376,8 +415,20 @@ async fn reconcile_valid(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action,
         if let pause::Paused::Hold { deleting } = pause::decide(&vk) {
             return pause::hold(&vk, deleting, &ctx, &api).await;
         }
-        let adds_finalizer = vk.meta().deletion_timestamp.is_none()
-            && !vk.finalizers().iter().any(|f| f == FINALIZER);
+        let has_finalizer = vk.finalizers().iter().any(|f| f == FINALIZER);
+        if !has_finalizer && !needs_finalizer(&vk.spec) {
+            // Retain leaves the key as it is on deletion: a finalizer would guard nothing and
+            // cost a write per new VaultKey. It is added when the policy changes.
+            let result = match vk.meta().deletion_timestamp {
+                Some(_) => Ok(Action::await_change()),
+                None => apply(&vk, &ctx, &api).await,
+            };
+            ctx.metrics
+                .reconcile_duration
+                .observe(start.elapsed().as_secs_f64());
+            return result;
+        }
+        let adds_finalizer = vk.meta().deletion_timestamp.is_none() && !has_finalizer;
         let result = finalizer(&api, FINALIZER, vk, |event| async {
             match event {
                 FinalizerEvent::Apply(vk) => apply(&vk, &ctx, &api).await,
@@ -398,6 +449,12 @@ async fn reconcile_valid(vk: Arc<VaultKey>, ctx: Arc<Context>) -> Result<Action,
     .await
 }
 
+/// Whether deleting the VaultKey must wait for the operator: only when the vault is to be
+/// touched (Delete, Purge). Retain's cleanup does nothing to the vault.
+fn needs_finalizer(spec: &crate::api::VaultKeySpec) -> bool {
+    spec.deletion_policy != crate::api::DeletionPolicy::Retain
+}
+
 pub fn error_policy(obj: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = object_key(obj.as_ref());
     warn!(vaultkey = %key, error = %error, "reconcile failed");
@@ -414,12 +471,20 @@ pub fn error_policy(obj: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Acti
 /// One pass of dereference → validate → plan → apply → status.
 async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
     let key = object_key(vk);
+    if let Some(wait) = vouched(vk, ctx) {
+        ctx.metrics.reconcile_outcome("vouched");
+        return Ok(Action::requeue(jittered(wait, &key)));
+    }
     let mut session = Session::new(vk, ctx);
     let outcome = session.converge(api).await;
     if let Err(failure) = &outcome
         && failure.paced().is_some()
     {
         return paced(vk, ctx, api, &session, failure).await;
+    }
+    if outcome.is_err() || session.recovered {
+        // Not converged: its own wait decides when it is read again, not the vault's list.
+        ctx.listings.forget(&vk.uid().unwrap_or_default());
     }
     let (readiness, action) = match &outcome {
         Ok(()) if session.recovered => (
@@ -434,12 +499,36 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
         ),
         Ok(()) => {
             ctx.backoff.reset(&key);
-            let message = match &session.latest {
-                Some(latest) => {
+            let scope = listing::Scope {
+                vault_url: session.vault_url.clone().unwrap_or_default(),
+                identity: session.identity.clone(),
+            };
+            let scope_id = scope.id();
+            let mut next_read = ctx.settings.resync_interval;
+            let mut message = match (&session.latest, vk.uid()) {
+                (Some(latest), Some(uid)) => {
+                    ctx.listings.record(
+                        &uid,
+                        vk.meta().generation,
+                        &scope,
+                        &session.key_name,
+                        latest.into(),
+                    );
+                    // An import re-reads its Secret each resync (the Secret is not watched).
+                    if vk.spec.import.is_none() {
+                        next_read = ctx.listings.next_full_read(
+                            &scope_id,
+                            ctx.settings.resync_interval,
+                            ctx.settings.verify_interval,
+                        );
+                    }
                     format!("key {} is at version {}", session.key_name, latest.version)
                 }
-                None => "the vault matches the spec".into(),
+                _ => "the vault matches the spec".into(),
             };
+            if let Some(note) = ctx.listings.note(&scope_id) {
+                message = format!("{message}; {note}");
+            }
             let readiness = if session.observing() {
                 Readiness::ready_as(
                     "Observed",
@@ -450,10 +539,7 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
             } else {
                 Readiness::ready(message)
             };
-            (
-                readiness,
-                Action::requeue(jittered(ctx.settings.resync_interval, &key)),
-            )
+            (readiness, Action::requeue(jittered(next_read, &key)))
         }
         Err(failure) => {
             let reason = failure.reason();
@@ -477,6 +563,19 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
     });
     session.report(api, &readiness).await?;
     Ok(action)
+}
+
+/// A converged VaultKey whose key the vault's list has shown unchanged since its last full
+/// read: nothing to read or write until its verify interval is over.
+fn vouched(vk: &VaultKey, ctx: &Context) -> Option<Duration> {
+    if !is_ready_now(vk) || vk.spec.import.is_some() {
+        return None;
+    }
+    ctx.listings.vouched_wait(
+        &vk.uid()?,
+        vk.meta().generation,
+        ctx.settings.verify_interval,
+    )
 }
 
 /// The vault's budget had no slot soon: come back at the promised time. Pacing is the

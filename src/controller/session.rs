@@ -22,7 +22,7 @@ use crate::api::{
 use crate::key_material::KeyMaterial;
 use crate::keyvault::{
     DeletedKey, ImportKey, KeyVault, KeyVersion, ObservedKey, ObservedPolicy, Operation,
-    VaultError, VaultErrorKind,
+    VaultError, VaultErrorKind, VaultIdentity,
 };
 use crate::plan::{
     Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, fingerprint_key,
@@ -39,6 +39,10 @@ pub struct Session<'a> {
     vk: &'a VaultKey,
     ctx: &'a Context,
     pub key_name: String,
+    /// The vault, once the spec is valid.
+    pub vault_url: Option<String>,
+    /// The namespace identity the reconcile acted with (`None`: the operator's own).
+    pub identity: Option<VaultIdentity>,
     pub latest: Option<ObservedKey>,
     versions: Option<Vec<KeyVersion>>,
     policy: Option<ObservedPolicy>,
@@ -58,6 +62,8 @@ impl<'a> Session<'a> {
             vk,
             ctx,
             key_name: vk.key_name().to_owned(),
+            vault_url: None,
+            identity: None,
             latest: None,
             versions: None,
             policy: None,
@@ -96,6 +102,7 @@ impl<'a> Session<'a> {
     pub async fn converge(&mut self, api: &Api<VaultKey>) -> Result<(), Failure> {
         let desired = validate_with_hosts(self.vk, &self.ctx.settings.vault_hosts)
             .map_err(Failure::InvalidSpec)?;
+        self.vault_url = Some(desired.vault_url.clone());
         let namespace = self.vk.namespace().unwrap_or_default();
         if !self
             .ctx
@@ -106,6 +113,7 @@ impl<'a> Session<'a> {
             return Err(Failure::VaultNotAllowed);
         }
         let (vault, identity) = self.vault(&desired.vault_url).await?;
+        self.identity = identity.as_ref().map(|(_, identity)| identity.clone());
         let result = if self.observing() {
             self.observe_only(&desired, vault.as_ref()).await
         } else {

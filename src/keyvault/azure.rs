@@ -27,9 +27,9 @@ use prometheus_client::metrics::family::Family;
 
 use super::budget::{Budget, Limits, RequestClass};
 use super::{
-    CreateKey, DeletedKey, ImportKey, KeyProperties, KeyVault, KeyVersion, ObservedKey,
-    ObservedPolicy, Operation, VaultError, VaultErrorKind, VaultIdentity, VaultProvider,
-    VaultResult,
+    CreateKey, DeletedKey, ImportKey, KeyListing, KeyProperties, KeySummary, KeyVault, KeyVersion,
+    ObservedKey, ObservedPolicy, Operation, VaultError, VaultErrorKind, VaultIdentity,
+    VaultProvider, VaultResult,
 };
 use crate::key_material::JwkKty;
 use crate::telemetry::{Metrics, VaultLabels};
@@ -39,8 +39,8 @@ pub use auth::{CredentialSource, credential};
 use auth::{PinnedScope, vault_auth};
 use failure::classify;
 use model::{
-    RawPolicy, hash_tags, observed_key, sdk_attributes, sdk_curve, sdk_key_type, sdk_ops,
-    sdk_policy, sdk_release_policy, split_kid, to_chrono,
+    RawPolicy, hash_tags, listed_key_name, observed_key, sdk_attributes, sdk_curve, sdk_key_type,
+    sdk_ops, sdk_policy, sdk_release_policy, split_kid, to_chrono,
 };
 
 /// Client settings shared by every vault.
@@ -316,6 +316,35 @@ impl KeyVault for AzureVault {
 
     async fn get_key_version(&self, name: &str, version: &str) -> VaultResult<Option<ObservedKey>> {
         self.get_key_at(name, Some(version.to_owned())).await
+    }
+
+    async fn list_keys(&self) -> VaultResult<KeyListing> {
+        let listing = self
+            .read(Operation::ListKeys, async {
+                let mut pages = self.client.list_key_properties(None)?.into_pages();
+                let mut listing = KeyListing::default();
+                while let Some(page) = pages.try_next().await? {
+                    listing.pages += 1;
+                    for item in page.into_model()?.value {
+                        let Some(name) = item.kid.as_deref().and_then(listed_key_name) else {
+                            continue;
+                        };
+                        let attrs = item.attributes.unwrap_or_default();
+                        let summary = KeySummary {
+                            enabled: attrs.enabled.unwrap_or(true),
+                            created: to_chrono(attrs.created),
+                            updated: to_chrono(attrs.updated),
+                            not_before: to_chrono(attrs.not_before),
+                            expires_on: to_chrono(attrs.expires),
+                            tags: item.tags.unwrap_or_default().into_iter().collect(),
+                        };
+                        listing.keys.insert(name, summary);
+                    }
+                }
+                Ok(listing)
+            })
+            .await?;
+        Ok(listing.unwrap_or_default())
     }
 
     async fn list_versions(&self, name: &str) -> VaultResult<Vec<KeyVersion>> {

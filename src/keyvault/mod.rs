@@ -5,7 +5,7 @@ pub mod azure;
 pub mod budget;
 pub mod message;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,42 @@ impl ObservedKey {
     pub fn versioned_id(&self) -> String {
         format!("{}/{}", self.key_id, self.version)
     }
+}
+
+/// What Key Vault's key list (`GET /keys`) tells of a key: the attributes and tags of its
+/// current version, not key_ops, the key itself or the rotation policy. Equal summaries
+/// before and after mean no new version (`created` moves), no property change the vault
+/// stamped (`updated` moves on every PATCH) and no tag change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySummary {
+    pub enabled: bool,
+    pub created: Option<DateTime<Utc>>,
+    pub updated: Option<DateTime<Utc>>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub expires_on: Option<DateTime<Utc>>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl From<&ObservedKey> for KeySummary {
+    fn from(key: &ObservedKey) -> Self {
+        KeySummary {
+            enabled: key.enabled,
+            created: key.created,
+            updated: key.updated,
+            not_before: key.not_before,
+            expires_on: key.expires_on,
+            tags: key.tags.clone(),
+        }
+    }
+}
+
+/// One walk through a vault's key list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyListing {
+    /// By key name in lower case (Key Vault's names are case-insensitive).
+    pub keys: HashMap<String, KeySummary>,
+    /// Requests it took (25 keys a page at most).
+    pub pages: usize,
 }
 
 /// A soft-deleted key: its tags tell whose it was.
@@ -200,6 +236,7 @@ impl VaultError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     GetKey,
+    ListKeys,
     ListVersions,
     GetRotationPolicy,
     CreateKey,
@@ -217,6 +254,7 @@ impl Operation {
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::GetKey => "get_key",
+            Operation::ListKeys => "list_keys",
             Operation::ListVersions => "list_versions",
             Operation::GetRotationPolicy => "get_rotation_policy",
             Operation::CreateKey => "create_key",
@@ -236,6 +274,7 @@ impl Operation {
         !matches!(
             self,
             Operation::GetKey
+                | Operation::ListKeys
                 | Operation::ListVersions
                 | Operation::GetRotationPolicy
                 | Operation::GetDeletedKey
@@ -252,6 +291,8 @@ pub trait KeyVault: Send + Sync {
     /// One version, by id (a versioned GET: a second read that does not go through the
     /// versionless lookup).
     async fn get_key_version(&self, name: &str, version: &str) -> VaultResult<Option<ObservedKey>>;
+    /// Every key of the vault, page by page (`GET /keys`; needs the `keys/list` permission).
+    async fn list_keys(&self) -> VaultResult<KeyListing>;
     /// Versions, newest first.
     async fn list_versions(&self, name: &str) -> VaultResult<Vec<KeyVersion>>;
     async fn get_rotation_policy(&self, name: &str) -> VaultResult<Option<ObservedPolicy>>;

@@ -533,13 +533,15 @@ start_emulator() {
   t=$(now_ms)
   rm -f "$ready"
   # The emulator's Azure AD token endpoint trusts the API server's service-account tokens
-  # (workload identity federation: tests/kv-emulator/src/identity.rs).
+  # (workload identity federation: tests/kv-emulator/src/identity.rs). `listed` holds only the
+  # keys of the tests that count its key list's pages.
   start kv-emulator "$dir" "$emu" --ready-file "$ready" \
-    --sa-public-key "$dir/pki/sa.pub" --sa-issuer "$sa_issuer"
+    --sa-public-key "$dir/pki/sa.pub" --sa-issuer "$sa_issuer" \
+    --vault default=Recoverable --vault purgeable=Recoverable+Purgeable --vault listed=Recoverable
   deadline=$(( $(date +%s) + 60 ))
   while :; do
     # The file must exist and parse with every field we need (guards against a partial write).
-    if [[ -s $ready ]] && jq -e '.caFile and .adminUrl and .loginUrl and .vaults.default.url and .vaults.purgeable.url' \
+    if [[ -s $ready ]] && jq -e '.caFile and .adminUrl and .loginUrl and .vaults.default.url and .vaults.purgeable.url and .vaults.listed.url' \
          "$ready" >/dev/null 2>&1; then
       break
     fi
@@ -572,6 +574,7 @@ export VAULTKEY_TEST_ENV_DIR=$(printf '%q' "$dir")
     local j=$dir/kv-emulator.json
     out+="export VAULTKEY_TEST_VAULT_URL=$(printf '%q' "$(jq -r .vaults.default.url "$j")")
 export VAULTKEY_TEST_PURGEABLE_VAULT_URL=$(printf '%q' "$(jq -r .vaults.purgeable.url "$j")")
+export VAULTKEY_TEST_LISTED_VAULT_URL=$(printf '%q' "$(jq -r .vaults.listed.url "$j")")
 export VAULTKEY_TEST_VAULT_CA=$(printf '%q' "$(jq -r .caFile "$j")")
 export VAULTKEY_TEST_EMULATOR_ADMIN=$(printf '%q' "$(jq -r .adminUrl "$j")")
 export VAULTKEY_TEST_LOGIN_URL=$(printf '%q' "$(jq -r .loginUrl "$j")")

@@ -270,6 +270,8 @@ pub struct Stats {
     pub requests: BTreeMap<(String, u64), u64>,
     /// vault -> count.
     pub per_vault: BTreeMap<String, u64>,
+    /// (vault, operation) -> count.
+    pub per_vault_operation: BTreeMap<(String, String), u64>,
     pub faults: BTreeMap<String, u64>,
 }
 
@@ -281,11 +283,13 @@ impl Stats {
             let count = r["count"].as_u64().unwrap_or(0);
             let op = r["operation"].as_str().unwrap_or("?").to_owned();
             let status = r["status"].as_u64().unwrap_or(0);
-            *stats.requests.entry((op, status)).or_default() += count;
+            *stats.requests.entry((op.clone(), status)).or_default() += count;
+            let vault = r["vault"].as_str().unwrap_or("?").to_owned();
             *stats
-                .per_vault
-                .entry(r["vault"].as_str().unwrap_or("?").to_owned())
+                .per_vault_operation
+                .entry((vault.clone(), op.clone()))
                 .or_default() += count;
+            *stats.per_vault.entry(vault).or_default() += count;
         }
         if let Some(faults) = raw["faults"].as_object() {
             for (kind, n) in faults {
@@ -308,6 +312,7 @@ impl Stats {
         Stats {
             requests: diff(&self.requests, &before.requests),
             per_vault: diff(&self.per_vault, &before.per_vault),
+            per_vault_operation: diff(&self.per_vault_operation, &before.per_vault_operation),
             faults: diff(&self.faults, &before.faults),
         }
     }
@@ -322,6 +327,14 @@ impl Stats {
             *out.entry(op.clone()).or_default() += n;
         }
         out
+    }
+
+    /// Requests of `op` to one vault (by its emulator name).
+    pub fn count_in(&self, vault: &str, op: &str) -> u64 {
+        self.per_vault_operation
+            .get(&(vault.to_owned(), op.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn count(&self, op: &str) -> u64 {
@@ -412,6 +425,8 @@ impl Drop for Dialect {
 pub fn vault_name(env: &Env, url: &str) -> &'static str {
     if url == env.purgeable_vault_url {
         "purgeable"
+    } else if url == env.listed_vault_url {
+        "listed"
     } else {
         "default"
     }

@@ -30,6 +30,8 @@ pub struct Env {
     pub kubeconfig: PathBuf,
     pub vault_url: String,
     pub purgeable_vault_url: String,
+    /// A vault only the key-list tests use, so its list holds only their keys.
+    pub listed_vault_url: String,
     pub vault_ca: PathBuf,
     pub emulator_admin: String,
 }
@@ -48,6 +50,9 @@ impl Env {
                 .trim_end_matches('/')
                 .to_owned(),
             purgeable_vault_url: var("VAULTKEY_TEST_PURGEABLE_VAULT_URL")
+                .trim_end_matches('/')
+                .to_owned(),
+            listed_vault_url: var("VAULTKEY_TEST_LISTED_VAULT_URL")
                 .trim_end_matches('/')
                 .to_owned(),
             vault_ca: var("VAULTKEY_TEST_VAULT_CA").into(),

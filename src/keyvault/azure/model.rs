@@ -187,6 +187,12 @@ pub(super) fn split_kid(kid: &str) -> Option<(String, String)> {
     Some((base.to_owned(), version.to_owned()))
 }
 
+/// The key name in a list item's versionless id `{vault}/keys/{name}`, in lower case.
+pub(super) fn listed_key_name(kid: &str) -> Option<String> {
+    let (_, name) = kid.trim_end_matches('/').split_once("/keys/")?;
+    (!name.is_empty() && !name.contains('/')).then(|| name.to_lowercase())
+}
+
 pub(super) fn observed_key(operation: Operation, key: &Key) -> VaultResult<ObservedKey> {
     let jwk = key.key.as_ref().ok_or_else(|| {
         VaultError::new(
@@ -256,6 +262,23 @@ mod tests {
             Some(("https://v.vault.azure.net/keys/k".into(), "0123abcd".into()))
         );
         assert_eq!(split_kid("https://v.vault.azure.net/other/k"), None);
+    }
+
+    #[test]
+    fn list_items_name_their_key_in_lower_case() {
+        for kid in [
+            "https://v.vault.azure.net/keys/My-Key",
+            "https://v.vault.azure.net/keys/my-key/",
+        ] {
+            assert_eq!(listed_key_name(kid).as_deref(), Some("my-key"), "{kid}");
+        }
+        for kid in [
+            "https://v.vault.azure.net/keys/",
+            "https://v.vault.azure.net/keys/k/0123abcd",
+            "https://v.vault.azure.net/secrets/k",
+        ] {
+            assert_eq!(listed_key_name(kid), None, "{kid}");
+        }
     }
 
     #[test]

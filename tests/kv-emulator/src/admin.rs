@@ -18,6 +18,7 @@
 //! | POST   | /identities                  | add a federated credential (see `identity.rs`)    |
 //! | GET    | /identities                  | token exchanges and callers per vault             |
 //! | GET    | /vaults/{vault}/keys         | live and deleted key names                        |
+//! | DELETE | /vaults/{vault}/keys         | forget every key of the vault (a fresh vault)     |
 //! | GET    | /vaults/{vault}/keys/{name}  | public state of a key (versions, policy, deleted) |
 
 use std::sync::Arc;
@@ -178,6 +179,10 @@ where
         }
         (&Method::GET, ["vaults", vault, "keys"]) => match app.store().vaults.get(*vault) {
             Some(v) => ok(&v.names()),
+            None => error(StatusCode::NOT_FOUND, format!("no vault named {vault}")),
+        },
+        (&Method::DELETE, ["vaults", vault, "keys"]) => match app.store().vaults.get_mut(*vault) {
+            Some(v) => ok(&json!({ "removed": v.clear() })),
             None => error(StatusCode::NOT_FOUND, format!("no vault named {vault}")),
         },
         (&Method::GET, ["vaults", vault, "keys", name]) => match app.store().vaults.get(*vault) {

@@ -869,11 +869,18 @@ fn update_key(
         tags: p.tags,
         release_policy: p.release_policy,
     };
-    let now = app.clock.now();
+    // Azure stamps every change; an implementation that does not hides the change from the
+    // key list, whose `updated` then says nothing happened.
+    let stamp = if d.patch_keeps_updated {
+        d.hit(Flag::PatchKeepsUpdated);
+        None
+    } else {
+        Some(app.clock.now())
+    };
     let mut store = app.store();
     let v = store.vault_mut(vault)?;
     let version = v
-        .update_version(name, version, update, now)?
+        .update_version(name, version, update, stamp)?
         .version
         .clone();
     d.ok(&v.bundle_for(name, Some(&version))?)

@@ -39,6 +39,8 @@ pub struct Dialect {
     pub omit_exportable: bool,
     #[serde(rename = "purgeRefusedAs500")]
     pub purge_refused_as_500: bool,
+    /// A PATCH leaves the version's `updated` attribute as it was.
+    pub patch_keeps_updated: bool,
 }
 
 /// Every request of `operations` answers this error, nothing performed.
@@ -113,6 +115,7 @@ pub enum Flag {
     VersionsOrder,
     OmitExportable,
     PurgeRefusedAs500,
+    PatchKeepsUpdated,
 }
 
 impl Flag {
@@ -130,6 +133,7 @@ impl Flag {
             Flag::VersionsOrder => "versionsOrder",
             Flag::OmitExportable => "omitExportable",
             Flag::PurgeRefusedAs500 => "purgeRefusedAs500",
+            Flag::PatchKeepsUpdated => "patchKeepsUpdated",
         }
     }
 }
@@ -726,6 +730,34 @@ mod tests {
             (200, &json!("P90D"))
         );
         assert_eq!(e.hits("policyUnset").await, 2);
+    }
+
+    #[tokio::test]
+    async fn patch_keeps_updated_hides_a_change_from_the_key_list() {
+        let e = Emulator::new();
+        e.create_ec("k").await;
+        let listed_updated = |list: &Value| list["value"][0]["attributes"]["updated"].clone();
+        let (_, before) = e.call(Method::GET, "/keys", None).await;
+        // Default: every PATCH stamps `updated`, and the list shows it.
+        e.0.clock.advance(10);
+        e.call(Method::PATCH, "/keys/k", Some(json!({"key_ops": ["sign"]})))
+            .await;
+        let (_, stamped) = e.call(Method::GET, "/keys", None).await;
+        assert_ne!(listed_updated(&stamped), listed_updated(&before));
+
+        e.speak(json!({"patchKeepsUpdated": true})).await;
+        e.0.clock.advance(10);
+        let (_, patched) = e
+            .call(
+                Method::PATCH,
+                "/keys/k",
+                Some(json!({"key_ops": ["verify"]})),
+            )
+            .await;
+        assert_eq!(patched["key"]["key_ops"], json!(["verify"]));
+        let (_, unstamped) = e.call(Method::GET, "/keys", None).await;
+        assert_eq!(listed_updated(&unstamped), listed_updated(&stamped));
+        assert_eq!(e.hits("patchKeepsUpdated").await, 1);
     }
 
     #[tokio::test]

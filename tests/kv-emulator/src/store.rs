@@ -298,6 +298,14 @@ impl Vault {
         }
     }
 
+    /// Forgets every key, live and deleted (a benchmark's fresh vault); how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.keys.len() + self.deleted.len();
+        self.keys.clear();
+        self.deleted.clear();
+        n
+    }
+
     fn norm(name: &str) -> String {
         name.to_ascii_lowercase()
     }
@@ -411,12 +419,14 @@ impl Vault {
         }
     }
 
+    /// `stamp`: the new `updated` attribute (Key Vault stamps every change with the time);
+    /// `None` leaves it as it was.
     pub fn update_version(
         &mut self,
         name: &str,
         version: Option<&str>,
         update: VersionUpdate,
-        now: i64,
+        stamp: Option<i64>,
     ) -> Result<&KeyVersion, ApiError> {
         let record = self.record_mut(name)?;
         let index = match version.filter(|v| !v.is_empty()) {
@@ -446,7 +456,9 @@ impl Vault {
         if let Some(policy) = update.release_policy {
             kv.release_policy = Some(policy);
         }
-        kv.updated = now;
+        if let Some(stamp) = stamp {
+            kv.updated = stamp;
+        }
         Ok(kv)
     }
 
@@ -897,6 +909,17 @@ mod tests {
     }
 
     #[test]
+    fn clear_forgets_live_and_deleted_keys() {
+        let mut v = vault("Recoverable");
+        add(&mut v, "live", 100);
+        add(&mut v, "gone", 100);
+        v.delete("gone", 200).unwrap();
+        assert_eq!(v.clear(), 2);
+        assert!(v.list_keys(25, None).items.is_empty());
+        assert!(v.record("gone").is_err() && v.clear() == 0);
+    }
+
+    #[test]
     fn update_changes_only_given_fields() {
         let mut v = vault("Recoverable");
         let first = add(&mut v, "k", 100);
@@ -912,7 +935,7 @@ mod tests {
                     tags: Some(tags.clone()),
                     ..Default::default()
                 },
-                300,
+                Some(300),
             )
             .unwrap();
         assert!(!kv.enabled);
@@ -928,7 +951,7 @@ mod tests {
                     exp: Some(Some(999)),
                     ..Default::default()
                 },
-                400,
+                Some(400),
             )
             .unwrap();
         assert_eq!((kv.created, kv.exp, kv.enabled), (150, Some(999), true));
@@ -1152,7 +1175,7 @@ mod tests {
                 exp: Some(Some(t0 + 40 * DAY)),
                 ..Default::default()
             },
-            t0,
+            Some(t0),
         )
         .unwrap();
         let done = run_due(&mut v, t0 + 55 * DAY);
