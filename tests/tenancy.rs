@@ -524,8 +524,12 @@ async fn a_team_acts_with_its_own_identity_and_only_where_it_is_granted() {
             .create_vaultkey(name, vault, &format!("  keyType: EC\n{body}"))
             .await;
     }
+    // Full reads every resync (not only the vault's list), so the renewed token is seen
+    // reading the key itself.
     let operator = scenario.start_operator(&[
         "--resync-seconds",
+        &RESYNC_SECONDS.to_string(),
+        "--verify-interval-seconds",
         &RESYNC_SECONDS.to_string(),
         "--require-namespace-identity",
         "--emulator-authority-host",

@@ -119,17 +119,20 @@ impl Listings {
     /// generation, read less than `verify` ago), the reconcile needs no read: how long until
     /// the next full read is due. A key read before its vault was first listed waits here
     /// instead of being read once more at the resync cadence it was given then.
+    /// Also returns the scope the read was made in: the identity acting for the key is not in
+    /// the vault's list, so the caller checks it still resolves to the same one.
     pub fn vouched_wait(
         &self,
         uid: &str,
         generation: Option<i64>,
         verify: Duration,
-    ) -> Option<Duration> {
+    ) -> Option<(Duration, String)> {
         let seen = lock(&self.seen);
         let entry = seen.get(uid)?;
-        let listed = self.mode(&entry.scope.id()) == VaultMode::Listed;
+        let scope = entry.scope.id();
+        let listed = self.mode(&scope) == VaultMode::Listed;
         let wait = verify.checked_sub(entry.read_at.elapsed())?;
-        (listed && entry.vouched && entry.generation == generation).then_some(wait)
+        (listed && entry.vouched && entry.generation == generation).then_some((wait, scope))
     }
 
     /// The VaultKey is not converged (or gone): the list does not speak for it.
@@ -457,10 +460,11 @@ mod tests {
             Ok(listing(1, &[("a", summary(10)), ("b", summary(11))])),
         );
         assert_eq!(woken, ["b"].map(str::to_owned).into());
-        let wait = listings
+        let (wait, vouched_scope) = listings
             .vouched_wait("a", Some(1), verify)
             .expect("vouched");
         assert!(wait <= verify && wait > verify - Duration::from_secs(60));
+        assert_eq!(vouched_scope, url, "read with the operator's identity");
         assert_eq!(
             listings.vouched_wait("b", Some(1), verify),
             None,

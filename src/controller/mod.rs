@@ -471,7 +471,7 @@ pub fn error_policy(obj: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Acti
 /// One pass of dereference → validate → plan → apply → status.
 async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Action, Error> {
     let key = object_key(vk);
-    if let Some(wait) = vouched(vk, ctx) {
+    if let Some(wait) = vouched(vk, ctx).await {
         ctx.metrics.reconcile_outcome("vouched");
         return Ok(Action::requeue(jittered(wait, &key)));
     }
@@ -567,15 +567,19 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
 
 /// A converged VaultKey whose key the vault's list has shown unchanged since its last full
 /// read: nothing to read or write until its verify interval is over.
-fn vouched(vk: &VaultKey, ctx: &Context) -> Option<Duration> {
+async fn vouched(vk: &VaultKey, ctx: &Context) -> Option<Duration> {
     if !is_ready_now(vk) || vk.spec.import.is_some() {
         return None;
     }
-    ctx.listings.vouched_wait(
+    let (wait, scope) = ctx.listings.vouched_wait(
         &vk.uid()?,
         vk.meta().generation,
         ctx.settings.verify_interval,
-    )
+    )?;
+    // The identity acting for the key (its ServiceAccount, annotations, federation) is not in
+    // the vault's list: it must still resolve, to the same one, or the full pass says why not.
+    let acting = Session::new(vk, ctx).acting_scope().await.ok()?;
+    (acting.id() == scope).then_some(wait)
 }
 
 /// The vault's budget had no slot soon: come back at the promised time. Pacing is the

@@ -8,8 +8,10 @@ use kube::ResourceExt;
 
 use super::Session;
 use crate::controller::failure::Failure;
+use crate::controller::listing::Scope;
 use crate::identity::{self, Choice, IdentityError};
 use crate::keyvault::{KeyVault, VaultIdentity};
+use crate::validate::validate_with_hosts;
 
 impl Session<'_> {
     /// The vault client to act with: the operator's identity, or the namespace identity the
@@ -26,6 +28,18 @@ impl Session<'_> {
         }
         .map_err(Failure::Vault)?;
         Ok((vault, identity))
+    }
+
+    /// The vault and identity a reconcile would act with now (no vault request; a
+    /// ServiceAccount read when a namespace identity applies).
+    pub async fn acting_scope(&self) -> Result<Scope, Failure> {
+        let desired = validate_with_hosts(self.vk, &self.ctx.settings.vault_hosts)
+            .map_err(Failure::InvalidSpec)?;
+        let identity = self.identity(&desired.vault_url).await?;
+        Ok(Scope {
+            vault_url: desired.vault_url,
+            identity: identity.map(|(_, identity)| identity),
+        })
     }
 
     /// The identity to act with: `None` for the operator's own, else a namespace identity
