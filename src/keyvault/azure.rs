@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, RequestContent, RetryOptions, Transport};
+use azure_core::http::{ClientOptions, Pager, RequestContent, RetryOptions, Transport};
 use azure_security_keyvault_keys::models::{
     CreateKeyParameters, ImportKeyParameters, JsonWebKey, KeyClientGetKeyOptions,
-    KeyClientUpdateKeyPropertiesOptions, KeyType as SdkKeyType, UpdateKeyPropertiesParameters,
+    KeyClientUpdateKeyPropertiesOptions, KeyType as SdkKeyType, ListKeyPropertiesResult,
+    UpdateKeyPropertiesParameters,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use futures::TryStreamExt;
@@ -274,6 +275,37 @@ impl AzureVault {
         }
     }
 
+    /// Every page of a key or version list (none when the first answers 404), each page one
+    /// request under the budget, a timeout and the metric: `keyvault_requests_total` counts
+    /// pages, as the vault does. The last page is the one without a `nextLink`.
+    async fn pages(
+        &self,
+        operation: Operation,
+        start: impl FnOnce() -> azure_core::Result<Pager<ListKeyPropertiesResult>>,
+    ) -> VaultResult<Vec<ListKeyPropertiesResult>> {
+        let mut iter = start()
+            .map_err(|e| classify(operation, &self.vault_url, &e))?
+            .into_pages();
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .read(operation, async {
+                    match iter.try_next().await? {
+                        Some(page) => page.into_model().map(Some),
+                        None => Ok(None),
+                    }
+                })
+                .await?;
+            let Some(Some(page)) = page else { break };
+            let more = page.next_link.as_deref().is_some_and(|l| !l.is_empty());
+            out.push(page);
+            if !more {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The latest version, or the given one.
     async fn get_key_at(
         &self,
@@ -319,46 +351,42 @@ impl KeyVault for AzureVault {
     }
 
     async fn list_keys(&self) -> VaultResult<KeyListing> {
-        let listing = self
-            .read(Operation::ListKeys, async {
-                let mut pages = self.client.list_key_properties(None)?.into_pages();
-                let mut listing = KeyListing::default();
-                while let Some(page) = pages.try_next().await? {
-                    listing.pages += 1;
-                    for item in page.into_model()?.value {
-                        let Some(name) = item.kid.as_deref().and_then(listed_key_name) else {
-                            continue;
-                        };
-                        let attrs = item.attributes.unwrap_or_default();
-                        let summary = KeySummary {
-                            enabled: attrs.enabled.unwrap_or(true),
-                            created: to_chrono(attrs.created),
-                            updated: to_chrono(attrs.updated),
-                            not_before: to_chrono(attrs.not_before),
-                            expires_on: to_chrono(attrs.expires),
-                            tags: item.tags.unwrap_or_default().into_iter().collect(),
-                        };
-                        listing.keys.insert(name, summary);
-                    }
-                }
-                Ok(listing)
+        let pages = self
+            .pages(Operation::ListKeys, || {
+                self.client.list_key_properties(None)
             })
             .await?;
-        Ok(listing.unwrap_or_default())
+        let mut listing = KeyListing {
+            pages: pages.len(),
+            ..KeyListing::default()
+        };
+        for item in pages.into_iter().flat_map(|page| page.value) {
+            let Some(name) = item.kid.as_deref().and_then(listed_key_name) else {
+                continue;
+            };
+            let attrs = item.attributes.unwrap_or_default();
+            let summary = KeySummary {
+                enabled: attrs.enabled.unwrap_or(true),
+                created: to_chrono(attrs.created),
+                updated: to_chrono(attrs.updated),
+                not_before: to_chrono(attrs.not_before),
+                expires_on: to_chrono(attrs.expires),
+                tags: item.tags.unwrap_or_default().into_iter().collect(),
+            };
+            listing.keys.insert(name, summary);
+        }
+        Ok(listing)
     }
 
     async fn list_versions(&self, name: &str) -> VaultResult<Vec<KeyVersion>> {
-        let versions = self
-            .read(Operation::ListVersions, async {
-                let mut pager = self.client.list_key_properties_versions(name, None)?;
-                let mut out = Vec::new();
-                while let Some(item) = pager.try_next().await? {
-                    out.push(item);
-                }
-                Ok(out)
+        let versions: Vec<_> = self
+            .pages(Operation::ListVersions, || {
+                self.client.list_key_properties_versions(name, None)
             })
             .await?
-            .unwrap_or_default();
+            .into_iter()
+            .flat_map(|page| page.value)
+            .collect();
         let mut out: Vec<KeyVersion> = versions
             .into_iter()
             .filter_map(|item| {
