@@ -9,6 +9,7 @@ pub mod keyvault_rules;
 pub mod leader;
 pub mod period;
 pub mod plan;
+pub mod public_key;
 pub mod status;
 pub mod telemetry;
 pub mod validate;

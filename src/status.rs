@@ -246,6 +246,7 @@ mod tests {
             updated: Some(created),
             tags: BTreeMap::new(),
             public_thumbprint: Some("thumb".into()),
+            public_key: None,
         }
     }
 
