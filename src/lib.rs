@@ -10,6 +10,7 @@ pub mod leader;
 pub mod period;
 pub mod plan;
 pub mod public_key;
+pub mod publish;
 pub mod status;
 pub mod telemetry;
 pub mod validate;

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -282,6 +282,7 @@ fn watched_grants(import_secrets: bool) -> BTreeSet<Grant> {
         ("vaultkey.dev", "vaultkeys/status", "", &["patch"]),
         ("vaultkey.dev", "vaultkeys/finalizers", "", &["update"]),
         ("events.k8s.io", "events", "", &["create", "patch"]),
+        ("", "configmaps", "", &["get", "create", "patch"]),
     ];
     if import_secrets {
         items.push(("", "secrets", "", &["get"]));
@@ -832,7 +833,7 @@ fn rbac_follows_the_values() {
             );
         }
     }
-    assert_eq!(rules, 8);
+    assert_eq!(rules, 9);
 
     // Watched namespaces: a Role and RoleBinding in each, nothing cluster-wide.
     let docs = documents(&template(
@@ -1233,7 +1234,13 @@ async fn the_service_account_may_do_exactly_what_the_operator_uses() {
             no create clusterroles
             no create rolebindings -n {home}
             no create events -n {e}
-            no get configmaps -n {e}
+            yes get configmaps/published -n {e}
+            yes create configmaps -n {e}
+            yes patch configmaps/published -n {e}
+            no list configmaps -n {e}
+            no watch configmaps -n {e}
+            no update configmaps/published -n {e}
+            no delete configmaps/published -n {e}
             no create pods -n {e}
             no impersonate serviceaccounts -n {e}
             yes create leases.coordination.k8s.io -n {home}
@@ -1279,6 +1286,9 @@ async fn the_service_account_may_do_exactly_what_the_operator_uses() {
             no list vaultkeys.vaultkey.dev --all-namespaces
             no list vaultkeys.vaultkey.dev -n {e}
             no delete vaultkeys.vaultkey.dev -n {team}
+            yes patch configmaps/published -n {team}
+            no get configmaps/published -n {e}
+            no create configmaps -n {home}
             no create events.events.k8s.io -n {e}
             no create clusterroles
             "
@@ -1529,7 +1539,11 @@ fn howto_manifest(env: &Env, key: &str, labels: &str) -> String {
     let text = read(repo().join("examples/howto-rsa-with-rotation.yaml"));
     let out = text
         .replace("https://my-vault.vault.azure.net", &env.vault_url)
-        .replace("\nspec:\n", &format!("\nspec:\n  keyName: {key}\n"))
+        // Publishing too, so the ServiceAccount's ConfigMap permissions are proven sufficient.
+        .replace(
+            "\nspec:\n",
+            &format!("\nspec:\n  keyName: {key}\n  publish: {{}}\n"),
+        )
         .replace(
             "\n  name: howto-rsa\n",
             &format!("\n  name: howto-rsa\n  labels: {labels}\n"),
@@ -1630,6 +1644,19 @@ async fn rotate_by_token(
     .await;
     let vk = ready(client, ns, "howto-rsa", "True", replicas).await;
     let latest = vault.get_key(key).await.unwrap().expect("key in the vault");
+    // The ConfigMap, written as the ServiceAccount, follows the rotation: both versions listed.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    eventually(
+        "the published ConfigMap at the new version",
+        WAIT,
+        || async {
+            let data = configmaps.get_opt("howto-rsa-vaultkey").await.ok()??.data?;
+            let jwks: serde_json::Value = serde_json::from_str(data.get("jwks.json")?).ok()?;
+            (data.get("version") == Some(&latest.version) && jwks["keys"].as_array()?.len() == 2)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         vk.status.unwrap().current_version.as_deref(),
         Some(latest.version.as_str())

@@ -21,6 +21,14 @@ pub enum Failure {
     },
     Blocked(Blocker),
     Vault(VaultError),
+    /// spec.publish: the ConfigMap could not be written (one the VaultKey does not own holds
+    /// the name, the API server refused, a public key that cannot be encoded). `transient`:
+    /// retried with backoff; otherwise at the next resync.
+    Publish {
+        reason: &'static str,
+        message: String,
+        transient: bool,
+    },
 }
 
 pub fn reason_for(kind: &VaultErrorKind) -> &'static str {
@@ -46,7 +54,7 @@ impl Failure {
         match self {
             Failure::InvalidSpec(_) => "InvalidSpec",
             Failure::VaultNotAllowed => "VaultNotAllowed",
-            Failure::ImportSecret { reason, .. } => reason,
+            Failure::ImportSecret { reason, .. } | Failure::Publish { reason, .. } => reason,
             Failure::Blocked(Blocker::KeyExistsNotAdopted) => "KeyExistsNotAdopted",
             Failure::Blocked(Blocker::OwnedByAnotherVaultKey { .. }) => "OwnedByAnotherVaultKey",
             Failure::Blocked(Blocker::SoftDeleted { .. }) => "SoftDeletedConflict",
@@ -63,7 +71,9 @@ impl Failure {
             Failure::VaultNotAllowed => format!(
                 "this namespace may not use {vault} under the operator's vault access policy; use an allowed vault or ask the platform team to allow this one"
             ),
-            Failure::ImportSecret { message, .. } => message.clone(),
+            Failure::ImportSecret { message, .. } | Failure::Publish { message, .. } => {
+                message.clone()
+            }
             Failure::Blocked(Blocker::KeyExistsNotAdopted) => format!(
                 "key {key} already exists in {vault} and was not created for this VaultKey; set spec.adopt: true to manage it, or choose another keyName"
             ),
@@ -126,9 +136,15 @@ impl Failure {
         match self {
             // Only a change of the spec (or the Secret, seen at the next resync) can help.
             Failure::InvalidSpec(_) => Action::await_change(),
-            Failure::ImportSecret { .. } | Failure::Blocked(_) | Failure::VaultNotAllowed => {
-                Action::requeue(resync)
-            }
+            Failure::ImportSecret { .. }
+            | Failure::Blocked(_)
+            | Failure::VaultNotAllowed
+            | Failure::Publish {
+                transient: false, ..
+            } => Action::requeue(resync),
+            Failure::Publish {
+                transient: true, ..
+            } => Action::requeue(backoff.next(object)),
             Failure::Vault(e) => match &e.kind {
                 VaultErrorKind::Throttled { retry_after } => Action::requeue(*retry_after),
                 VaultErrorKind::Paced { retry_in } => Action::requeue(*retry_in),

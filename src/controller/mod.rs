@@ -8,6 +8,7 @@
 //! operator's own status writes never wake a VaultKey before its wait is over.
 
 mod cleanup;
+mod config_map;
 mod events;
 mod failure;
 pub mod invalid;
@@ -82,6 +83,7 @@ pub struct Context {
     pub health: Arc<Health>,
     backoff: Backoff,
     key_locks: KeyLocks,
+    public_keys: config_map::PublicKeys,
 }
 
 impl Context {
@@ -100,6 +102,7 @@ impl Context {
             health,
             backoff: Backoff::default(),
             key_locks: KeyLocks::default(),
+            public_keys: config_map::PublicKeys::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::config_map::{self, KeyState};
 use super::failure::Failure;
 use super::{Context, FIELD_MANAGER, events};
 use crate::api::{
@@ -22,7 +23,7 @@ use crate::keyvault::{
 };
 use crate::plan::{
     Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, fingerprint_key,
-    fingerprint_properties, plan,
+    fingerprint_properties, next_rotation_time, plan,
 };
 use crate::status::{self, Memory, Readiness, VaultFacts};
 use crate::validate::{DesiredKey, Material, check_material, validate_with_hosts};
@@ -179,7 +180,37 @@ impl<'a> Session<'a> {
         self.refresh_versions(vault.as_ref())
             .await
             .map_err(Failure::Vault)?;
-        Ok(())
+        self.publish(vault.as_ref()).await
+    }
+
+    /// spec.publish: the ConfigMap follows what was just read; without it, nothing is kept.
+    async fn publish(&self, vault: &dyn KeyVault) -> Result<(), Failure> {
+        let Some(name) = crate::publish::config_map_name(self.vk) else {
+            self.ctx
+                .public_keys
+                .forget(&self.vk.uid().unwrap_or_default());
+            return Ok(());
+        };
+        let Some(latest) = &self.latest else {
+            return Ok(());
+        };
+        // As status shows it: computed from the policy read now, else the one shown.
+        let next_rotation = match &self.policy {
+            Some(policy) => next_rotation_time(policy, latest),
+            None => self
+                .vk
+                .status
+                .as_ref()
+                .and_then(|s| s.next_rotation_time.as_ref())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0)),
+        };
+        let key = KeyState {
+            key_name: &self.key_name,
+            latest,
+            versions: self.versions.as_deref().unwrap_or_default(),
+            next_rotation,
+        };
+        config_map::publish(self.vk, self.ctx, vault, &name, &key).await
     }
 
     fn remembered(&self) -> Remembered {
@@ -520,8 +551,11 @@ impl<'a> Session<'a> {
         };
         let previous = self.vk.status.as_ref();
         let shown = previous.and_then(|s| s.current_version.as_deref());
+        // A published JWKS follows enable/disable/expiry changes of older versions too, which
+        // only the list shows: with spec.publish the list is read on every pass.
         if shown == Some(latest.version.as_str())
             && previous.is_some_and(|s| !s.versions.is_empty() && s.version_count.is_some())
+            && self.vk.spec.publish.is_none()
         {
             return Ok(());
         }
