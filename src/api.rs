@@ -183,6 +183,11 @@ pub struct VaultKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<Publish>,
 
+    /// Opt-in: disable versions that were superseded longer ago than a grace window. Nothing is
+    /// ever deleted, the current version is never touched, and each disable is an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+
     /// When the key this VaultKey managed is gone from the vault (neither live nor soft-deleted:
     /// purged), create a new key under the same name. Without it the VaultKey reports KeyGone
     /// and waits, because data encrypted under the old key cannot be decrypted by a new one.
@@ -454,6 +459,19 @@ pub struct Publish {
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a ConfigMap name (a DNS subdomain: lower-case letters, digits, '-' and '.', e.g. payments-key-public)"))]
     pub config_map_name: Option<String>,
+}
+
+/// Version retention: how long a superseded version stays enabled.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// ISO-8601 period, at least one day: a version replaced by a newer one longer ago than
+    /// this is disabled (never deleted; the current version never). Give consumers the time
+    /// they need to move: Storage and SQL customer-managed keys ask for 24 hours (`P1D`), JWT
+    /// verifiers the lifetime of the longest token signed by the old version.
+    #[schemars(length(min = 3, max = 29))]
+    #[x_kube(validation = Rule::new(period_rule()).message(PERIOD_MESSAGE))]
+    pub disable_superseded_after: String,
 }
 
 /// What deleting the VaultKey does to the key.

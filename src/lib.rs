@@ -11,6 +11,7 @@ pub mod period;
 pub mod plan;
 pub mod public_key;
 pub mod publish;
+pub mod retention;
 pub mod status;
 pub mod telemetry;
 pub mod validate;

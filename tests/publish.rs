@@ -460,3 +460,129 @@ async fn a_config_map_the_vaultkey_does_not_own_is_left_alone() {
     })
     .await;
 }
+
+/// spec.retention: a superseded version stays enabled through the grace window and is disabled
+/// after it (the emulator's clock and the operator's shifted past it), once, with an event; the
+/// current version is untouched and the JWKS drops the disabled version.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_disables_superseded_versions_after_the_grace_window() {
+    let env = Env::get();
+    let client = env.kube().await;
+    let ns = fresh_namespace(&client, "retention").await;
+    let operator = Operator::start(&env, &ns, 2);
+    let vault = env.vault(&env.vault_url);
+    let key = format!("retention-{ns}");
+    create(&client, &ns, &format!(
+        "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: cmk}}\nspec:\n  vaultUrl: {}\n  keyName: {key}\n  keyType: EC\n  retention: {{disableSupersededAfter: P1D}}\n  publish: {{}}\n",
+        env.vault_url
+    ))
+    .await
+    .unwrap();
+    let first = wait_ready(&client, &ns, "cmk", "True")
+        .await
+        .status
+        .unwrap()
+        .current_key_id
+        .unwrap();
+    Api::<VaultKey>::namespaced(client.clone(), &ns)
+        .patch(
+            "cmk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rotateToken": "r1"}})),
+        )
+        .await
+        .unwrap();
+    let second = eventually("the rotation", WAIT, || async {
+        let latest = vault.get_key(&key).await.ok()??;
+        (latest.versioned_id() != first).then_some(latest.versioned_id())
+    })
+    .await;
+    published(&client, &ns, "cmk-vaultkey", "both versions listed", |d| {
+        kids(d) == [second.clone(), first.clone()]
+    })
+    .await;
+    // Within the grace window (a few resyncs): both versions stay enabled.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let enabled = |versions: &[vaultkey_operator::keyvault::KeyVersion]| {
+        versions.iter().filter(|v| v.enabled).count()
+    };
+    assert_eq!(enabled(&vault.list_versions(&key).await.unwrap()), 2);
+    assert!(
+        !events(&client, &ns, "cmk")
+            .await
+            .iter()
+            .any(|(r, _)| r == "VersionDisabled")
+    );
+    drop(operator);
+
+    // Two days later, by the vault's clock and the operator's.
+    env.emulator_post(&format!("/time-shift?seconds={}", 2 * 24 * 3600))
+        .await;
+    let time = reqwest::get(format!("{}/time", env.emulator_admin))
+        .await
+        .expect("emulator admin reachable")
+        .text()
+        .await
+        .expect("emulator time");
+    let time: serde_json::Value = serde_json::from_str(&time).expect("emulator time JSON");
+    let offset = time["offsetSeconds"]
+        .as_i64()
+        .expect("offsetSeconds")
+        .to_string();
+    let operator =
+        Operator::start_with(&env, &ns, 2, &["--emulator-clock-offset-seconds", &offset]);
+    published(
+        &client,
+        &ns,
+        "cmk-vaultkey",
+        "the superseded version gone",
+        |d| kids(d) == std::slice::from_ref(&second),
+    )
+    .await;
+    let versions = vault.list_versions(&key).await.unwrap();
+    assert_eq!(enabled(&versions), 1);
+    let current = vault.get_key(&key).await.unwrap().unwrap();
+    assert_eq!(current.versioned_id(), second);
+    assert!(current.enabled, "the current version is never disabled");
+    let notes: Vec<String> = events_once(&client, &ns, "cmk", "VersionDisabled")
+        .await
+        .into_iter()
+        .filter(|(r, _)| r == "VersionDisabled")
+        .map(|(_, note)| note)
+        .collect();
+    let first_version = first.rsplit('/').next().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains(first_version) && notes[0].contains("disableSupersededAfter P1D"),
+        "{notes:?}"
+    );
+    // Status shows it; later resyncs disable nothing more.
+    let status = wait_ready(&client, &ns, "cmk", "True")
+        .await
+        .status
+        .unwrap();
+    assert!(
+        status
+            .versions
+            .iter()
+            .any(|v| v.version == first_version && !v.enabled),
+        "{:?}",
+        status.versions
+    );
+    let updates = operator
+        .sum(
+            "vaultkey_keyvault_requests_total",
+            &["operation=\"update_key\""],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        operator
+            .sum(
+                "vaultkey_keyvault_requests_total",
+                &["operation=\"update_key\""]
+            )
+            .await,
+        updates
+    );
+}

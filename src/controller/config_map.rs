@@ -97,7 +97,7 @@ pub async fn publish(
     }
 
     let latest = key.latest;
-    let now = Utc::now();
+    let now = ctx.settings.now();
     let listed = publish::listed_versions(latest, key.versions, now);
     let mut known = ctx.public_keys.get(&uid, &latest.key_id);
     if let Some(public) = &latest.public_key {

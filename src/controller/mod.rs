@@ -72,6 +72,17 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Vault hosts a spec may name: the known clouds' endpoints and what the operator allows.
     pub vault_hosts: VaultHosts,
+    /// Emulators only (zero otherwise): how far ahead of the system clock [`Settings::now`]
+    /// runs, to follow an emulator whose clock was shifted.
+    pub clock_offset: chrono::Duration,
+}
+
+impl Settings {
+    /// Now, for the decisions that compare the vault's times with the present (retention, the
+    /// published JWKS's expiry filter).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.clock_offset
+    }
 }
 
 /// Everything a reconcile needs, built once.
