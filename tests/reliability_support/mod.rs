@@ -24,7 +24,8 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vaultkey_operator::api::VaultKey;
 
 use crate::support::{
-    Env, create, events, events_once, free_port, fresh_namespace, get_vk, scrape_metrics, sum_series, wait_ready,
+    Env, create, events, events_once, free_port, fresh_namespace, get_vk, scrape_metrics,
+    sum_series, wait_ready,
 };
 
 // ---------------------------------------------------------------------------------------------
