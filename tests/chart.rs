@@ -801,6 +801,77 @@ fn deployment_is_hardened_and_configured_from_values() {
     );
 }
 
+/// The optional PrometheusRule: off by default; when on, its three alerts use the thresholds
+/// from the values and only metric names the operator exports (a renamed gauge would leave an
+/// alert that never fires).
+#[test]
+fn the_prometheus_rule_alerts_on_gauges_the_operator_exports() {
+    assert!(of_kind(&documents(&template(RELEASE, "ops", "")), "PrometheusRule").is_empty());
+    let docs = documents(&template(
+        RELEASE,
+        "ops",
+        "metrics: {prometheusRule: {enabled: true, labels: {release: prometheus}, notReadyFor: 20m, expiryWithinSeconds: 1000, rotationOverdueAfterSeconds: 2000}}",
+    ));
+    let rule = one(&docs, "PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "VaultKeyNotReady",
+            "VaultKeyExpiringWithoutRotation",
+            "VaultKeyRotationOverdue"
+        ]
+    );
+    assert_eq!(rules[0]["for"], "20m");
+    assert!(rules[1]["expr"].as_str().unwrap().contains("< 1000"));
+    assert!(rules[2]["expr"].as_str().unwrap().contains("> 2000"));
+    // What the operator renders for one VaultKey with every gauge set.
+    let metrics = vaultkey_operator::telemetry::Metrics::new();
+    metrics.key_state(
+        "ns",
+        "k",
+        vaultkey_operator::telemetry::KeyGauges {
+            ready: true,
+            expires: Some(1),
+            next_rotation: Some(1),
+        },
+    );
+    let exported = metrics.render();
+    let names = regex::Regex::new(r"vaultkey_[a-z_]+").unwrap();
+    for rule in rules {
+        let expr = rule["expr"].as_str().unwrap();
+        for name in names.find_iter(expr) {
+            assert!(
+                exported.contains(&format!(
+                    "\n{}{{namespace=\"ns\",name=\"k\"}}",
+                    name.as_str()
+                )),
+                "{} in {expr} is not a series the operator exports",
+                name.as_str()
+            );
+        }
+        // Alert texts name the VaultKey through the gauges' labels.
+        assert!(
+            rule["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("$labels.namespace")
+        );
+    }
+    // The gauges' namespace label survives the scrape.
+    let docs = documents(&template(
+        RELEASE,
+        "ops",
+        "metrics: {serviceMonitor: {enabled: true}}",
+    ));
+    assert_eq!(
+        one(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+        true
+    );
+}
+
 #[test]
 fn rbac_follows_the_values() {
     // All namespaces: one ClusterRole (bound to the chart's ServiceAccount) and the Lease Role.

@@ -299,7 +299,7 @@ async fn manual_and_automatic_rotations_reach_the_published_config_map() {
     let env = Env::get();
     let client = env.kube().await;
     let ns = fresh_namespace(&client, "publish-rot").await;
-    let _operator = Operator::start(&env, &ns, 2);
+    let operator = Operator::start(&env, &ns, 2);
     let vault = env.vault(&env.vault_url);
     let key = format!("publish-rot-{ns}");
     create(&client, &ns, &format!(
@@ -354,10 +354,24 @@ async fn manual_and_automatic_rotations_reach_the_published_config_map() {
     let expires = second
         .expires_on
         .expect("a rotated version expires (expiresIn)");
+    let data = cm.data.unwrap();
     assert_eq!(
-        cm.data.unwrap()["expiresOn"],
+        data["expiresOn"],
         expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
+    // The per-VaultKey gauges say the same: Ready, expiry and next rotation as Unix times.
+    let next = chrono::DateTime::parse_from_rfc3339(&data["nextRotationTime"]).unwrap();
+    let labels = [format!("namespace=\"{ns}\""), "name=\"rsa\"".to_owned()];
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    eventually("the gauges at the new version", WAIT, || async {
+        let m = operator.metrics().await;
+        let gauge = |name: &str| sum_series(&m, name, &labels);
+        (gauge("vaultkey_key_ready") == 1.0
+            && gauge("vaultkey_key_expiry_timestamp_seconds") == expires.timestamp() as f64
+            && gauge("vaultkey_key_next_rotation_timestamp_seconds") == next.timestamp() as f64)
+            .then_some(())
+    })
+    .await;
 
     // Key Vault rotates by itself 31 days later: the ConfigMap follows within a resync.
     let shifted = env

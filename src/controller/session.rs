@@ -28,6 +28,7 @@ use crate::plan::{
 };
 use crate::retention;
 use crate::status::{self, Memory, Readiness, VaultFacts};
+use crate::telemetry::KeyGauges;
 use crate::validate::{DesiredKey, Material, check_material, validate_with_hosts};
 
 /// Condition reasons after which a missing key is looked up among the deleted ones.
@@ -711,6 +712,20 @@ impl<'a> Session<'a> {
         readiness: &Readiness,
     ) -> Result<(), kube::Error> {
         let status = self.build_status(readiness);
+        self.ctx.metrics.key_state(
+            &self.vk.namespace().unwrap_or_default(),
+            &self.vk.name_any(),
+            KeyGauges {
+                ready: readiness.ready,
+                // versions[0] is the current version.
+                expires: status
+                    .versions
+                    .first()
+                    .and_then(|v| v.expires_on.as_ref())
+                    .map(|t| t.0.as_second()),
+                next_rotation: status.next_rotation_time.as_ref().map(|t| t.0.as_second()),
+            },
+        );
         if self.vk.status.as_ref() == Some(&status) {
             return Ok(());
         }
