@@ -13,6 +13,7 @@ mod events;
 mod failure;
 pub mod invalid;
 mod key_locks;
+mod retire;
 mod session;
 
 use std::collections::HashSet;

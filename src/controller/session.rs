@@ -12,21 +12,20 @@ use tracing::{info, warn};
 
 use super::config_map::{self, KeyState};
 use super::failure::Failure;
+use super::retire;
 use super::{Context, FIELD_MANAGER, events};
 use crate::api::{
-    CorrectionRecord, IMPORTED_MATERIAL_TAG, OWNER_UID_TAG, PendingRotation, VaultKey,
-    VaultKeyStatus,
+    CorrectionRecord, IMPORTED_MATERIAL_TAG, PendingRotation, VaultKey, VaultKeyStatus,
 };
 use crate::key_material::KeyMaterial;
 use crate::keyvault::{
-    DeletedKey, ImportKey, KeyProperties, KeyVault, KeyVersion, ObservedKey, ObservedPolicy,
-    Operation, VaultError, VaultErrorKind,
+    DeletedKey, ImportKey, KeyVault, KeyVersion, ObservedKey, ObservedPolicy, Operation,
+    VaultError, VaultErrorKind,
 };
 use crate::plan::{
     Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, fingerprint_key,
     fingerprint_properties, next_rotation_time, plan,
 };
-use crate::retention;
 use crate::status::{self, Memory, Readiness, VaultFacts};
 use crate::telemetry::KeyGauges;
 use crate::validate::{DesiredKey, Material, check_material, validate_with_hosts};
@@ -187,9 +186,7 @@ impl<'a> Session<'a> {
         self.publish(vault.as_ref()).await
     }
 
-    /// spec.retention: disables the versions superseded longer ago than the grace window, one
-    /// event each. Only on a key whose owner tag names this VaultKey (the plan has made sure of
-    /// that by now; checked again because a disable is not undone by the next pass).
+    /// spec.retention: see [`super::retire`].
     async fn retain(&mut self, desired: &DesiredKey, vault: &dyn KeyVault) -> Result<(), Failure> {
         let (Some(grace), Some(latest), Some(versions)) = (
             desired.disable_superseded_after,
@@ -198,40 +195,16 @@ impl<'a> Session<'a> {
         ) else {
             return Ok(());
         };
-        let uid = self.vk.uid().unwrap_or_default();
-        if latest.tags.get(OWNER_UID_TAG) != Some(&uid) {
-            return Ok(());
-        }
-        let now = self.ctx.settings.now();
-        for old in retention::to_disable(&latest.version, versions, grace, now) {
-            let properties = KeyProperties {
-                enabled: Some(false),
-                ..KeyProperties::default()
-            };
-            vault
-                .update_key(&self.key_name, &old.version, &properties)
-                .await
-                .map_err(Failure::Vault)?;
-            info!(version = %old.version, by = %old.by, "disabled a superseded version");
-            if let Some(listed) = versions.iter_mut().find(|v| v.version == old.version) {
-                listed.enabled = false;
-            }
-            events::publish(
-                self.ctx,
-                self.vk.object_ref(&()),
-                EventType::Normal,
-                "VersionDisabled",
-                format!(
-                    "disabled version {} of key {}: superseded by {} at {}, longer ago than spec.retention.disableSupersededAfter {grace}",
-                    old.version,
-                    self.key_name,
-                    old.by,
-                    old.at.to_rfc3339()
-                ),
-            )
-            .await;
-        }
-        Ok(())
+        retire::disable_superseded(
+            self.vk,
+            self.ctx,
+            vault,
+            &self.key_name,
+            latest,
+            versions,
+            grace,
+        )
+        .await
     }
 
     /// spec.publish: the ConfigMap follows what was just read; without it, nothing is kept.
