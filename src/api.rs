@@ -555,6 +555,10 @@ pub struct VaultKeyStatus {
     /// not keep is reported instead of written again on every pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_correction: Option<CorrectionRecord>,
+    /// The version whose expiry, within the rotation policy's Notify window with no rotation
+    /// scheduled before it, has been announced (one Warning event per version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_warned_version: Option<String>,
 }
 
 /// A property correction and what the vault held right after it.

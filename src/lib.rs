@@ -2,6 +2,7 @@
 pub mod access;
 pub mod api;
 pub mod controller;
+pub mod expiry;
 pub mod health;
 pub mod key_material;
 pub mod keyvault;

@@ -60,6 +60,7 @@ pub struct Memory {
     pub pending_rotation: Option<PendingRotation>,
     pub imported_material: Option<String>,
     pub last_correction: Option<crate::api::CorrectionRecord>,
+    pub expiry_warned_version: Option<String>,
 }
 
 pub fn build(
@@ -93,6 +94,7 @@ pub fn build(
         pending_rotation: memory.pending_rotation,
         imported_material: memory.imported_material,
         last_correction: memory.last_correction,
+        expiry_warned_version: memory.expiry_warned_version,
         ..Default::default()
     };
 

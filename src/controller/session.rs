@@ -65,6 +65,7 @@ impl<'a> Session<'a> {
                 pending_rotation: previous.and_then(|s| s.pending_rotation.clone()),
                 imported_material: previous.and_then(|s| s.imported_material.clone()),
                 last_correction: previous.and_then(|s| s.last_correction.clone()),
+                expiry_warned_version: previous.and_then(|s| s.expiry_warned_version.clone()),
             },
             made_version: false,
             created_new: false,
@@ -183,7 +184,37 @@ impl<'a> Session<'a> {
             .await
             .map_err(Failure::Vault)?;
         self.retain(&desired, vault.as_ref()).await?;
-        self.publish(vault.as_ref()).await
+        self.publish(vault.as_ref()).await?;
+        self.warn_unrotated_expiry().await;
+        Ok(())
+    }
+
+    /// One Warning per version that is inside the policy's Notify window and expires before any
+    /// rotation: status remembers the version announced, so resyncs do not repeat it.
+    async fn warn_unrotated_expiry(&mut self) {
+        let (Some(policy), Some(latest)) = (&self.policy, &self.latest) else {
+            return;
+        };
+        if self.memory.expiry_warned_version.as_deref() == Some(latest.version.as_str()) {
+            return;
+        }
+        let next = next_rotation_time(policy, latest);
+        let Some(warning) =
+            crate::expiry::unrotated_expiry(policy, latest, next, self.ctx.settings.now())
+        else {
+            return;
+        };
+        let note = format!(
+            "version {} of key {} expires at {} (within the rotation policy's Notify window {}) and no rotation is scheduled before: rotate it (spec.rotateToken) or add a Rotate action that comes first",
+            latest.version,
+            self.key_name,
+            warning.expires.to_rfc3339(),
+            warning.window
+        );
+        warn!(version = %latest.version, expires = %warning.expires, "expires without a rotation first");
+        self.memory.expiry_warned_version = Some(latest.version.clone());
+        self.event(EventType::Warning, "ExpiringWithoutRotation", note)
+            .await;
     }
 
     /// spec.retention: see [`super::retire`].
