@@ -239,6 +239,11 @@ async fn the_jwks_verifies_tokens_of_every_enabled_version_and_costs_nothing_whe
     let passes =
         |m: &[(String, f64)]| sum_series(m, "vaultkey_reconciles_total", &["outcome=\"ready\""]);
     let before = operator.metrics().await;
+    assert_eq!(
+        writes(&before),
+        2.0,
+        "one ConfigMap write at creation and one for the new version"
+    );
     let version_before = cm.metadata.resource_version.clone();
     tokio::time::sleep(Duration::from_secs(7)).await;
     let after = operator.metrics().await;
