@@ -70,7 +70,8 @@ pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.currentVersion"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("(has(self.spec.keyName) ? self.spec.keyName : self.metadata.name) == (has(oldSelf.spec.keyName) ? oldSelf.spec.keyName : oldSelf.metadata.name)").field_path(".spec.keyName").message("spec.keyName is immutable: the key keeps the name it was created with (spec.keyName, or metadata.name when unset); spelling out that same name is fine")
+    validation = Rule::new("(has(self.spec.keyName) ? self.spec.keyName : self.metadata.name) == (has(oldSelf.spec.keyName) ? oldSelf.spec.keyName : oldSelf.metadata.name)").field_path(".spec.keyName").message("spec.keyName is immutable: the key keeps the name it was created with (spec.keyName, or metadata.name when unset); spelling out that same name is fine"),
+    validation = Rule::new(format!("!has(self.spec.publish) || has(self.spec.publish.configMapName) || size(self.metadata.name) <= {}", 253 - PUBLISH_SUFFIX.len())).field_path(".spec.publish").message(format!("the default ConfigMap name <metadata.name>{PUBLISH_SUFFIX} would be longer than 253 characters: set spec.publish.configMapName").as_str())
 )]
 #[x_kube(
     validation = Rule::new("!has(self.keySize) || self.keyType in ['RSA', 'RSA-HSM', 'oct-HSM']").field_path(".keySize").message("keySize applies only to RSA, RSA-HSM and oct-HSM keys; EC keys take a curve"),
@@ -176,6 +177,17 @@ pub struct VaultKeySpec {
     /// `adopt`, one with no owner tag) is recovered. Default true.
     #[serde(default = "default_true")]
     pub recover_soft_deleted: bool,
+
+    /// Publish the key's identifiers and public part in a ConfigMap of this namespace, owned by
+    /// the VaultKey: versioned and versionless key id, version, key type, PEM, JWK, the JWKS of
+    /// the enabled and unexpired versions, expiry and next rotation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Publish>,
+
+    /// Opt-in: disable versions that were superseded longer ago than a grace window. Nothing is
+    /// ever deleted, the current version is never touched, and each disable is an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
 
     /// When the key this VaultKey managed is gone from the vault (neither live nor soft-deleted:
     /// purged), create a new key under the same name. Without it the VaultKey reports KeyGone
@@ -472,6 +484,35 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// Suffix of the default published ConfigMap's name: `<metadata.name>-vaultkey`.
+pub const PUBLISH_SUFFIX: &str = "-vaultkey";
+
+/// Where the key's public part is published.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Publish {
+    /// Name of the ConfigMap, in the VaultKey's namespace; default `<metadata.name>-vaultkey`.
+    /// A ConfigMap of that name that this VaultKey does not own is never overwritten. After a
+    /// change of name the old ConfigMap stays until the VaultKey is deleted (it owns it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a ConfigMap name (a DNS subdomain: lower-case letters, digits, '-' and '.', e.g. payments-key-public)"))]
+    pub config_map_name: Option<String>,
+}
+
+/// Version retention: how long a superseded version stays enabled.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// ISO-8601 period, at least one day: a version replaced by a newer one longer ago than
+    /// this is disabled (never deleted; the current version never). Give consumers the time
+    /// they need to move: Storage and SQL customer-managed keys ask for 24 hours (`P1D`), JWT
+    /// verifiers the lifetime of the longest token signed by the old version.
+    #[schemars(length(min = 3, max = 29))]
+    #[x_kube(validation = Rule::new(period_rule()).message(PERIOD_MESSAGE))]
+    pub disable_superseded_after: String,
+}
+
 /// What deleting the VaultKey does to the key.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
@@ -557,6 +598,10 @@ pub struct VaultKeyStatus {
     /// switched to Manage then does not take that key for its own unless `adopt` says so.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub observe_only: bool,
+    /// The version whose expiry, within the rotation policy's Notify window with no rotation
+    /// scheduled before it, has been announced (one Warning event per version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_warned_version: Option<String>,
 }
 
 /// A property correction and what the vault held right after it.

@@ -2,6 +2,7 @@
 pub mod access;
 pub mod api;
 pub mod controller;
+pub mod expiry;
 pub mod health;
 pub mod identity;
 pub mod key_material;
@@ -11,6 +12,9 @@ pub mod leader;
 pub mod observe;
 pub mod period;
 pub mod plan;
+pub mod public_key;
+pub mod publish;
+pub mod retention;
 pub mod status;
 pub mod telemetry;
 pub mod validate;

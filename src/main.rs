@@ -166,6 +166,14 @@ struct RunArgs {
     /// checked); also allows loopback vault hosts (localhost, 127.0.0.0/8, [::1]).
     #[arg(long, env = "VAULTKEY_EMULATOR_SKIP_CHALLENGE_RESOURCE_CHECK")]
     emulator_skip_challenge_resource_check: bool,
+    /// EMULATOR ONLY: the operator's clock for retention and the published JWKS runs this many
+    /// seconds ahead, to follow an emulator whose clock was shifted forward.
+    #[arg(
+        long,
+        env = "VAULTKEY_EMULATOR_CLOCK_OFFSET_SECONDS",
+        default_value_t = 0
+    )]
+    emulator_clock_offset_seconds: u32,
 }
 
 fn main() -> std::process::ExitCode {
@@ -318,6 +326,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 .namespace_identity_service_account
                 .clone()
                 .filter(|name| !name.is_empty()),
+            clock_offset: chrono::Duration::seconds(i64::from(args.emulator_clock_offset_seconds)),
         },
         health,
         identities,

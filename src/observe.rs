@@ -166,6 +166,7 @@ mod tests {
             updated: None,
             tags: [("team".to_owned(), "a".to_owned())].into_iter().collect(),
             public_thumbprint: None,
+            public_key: None,
         }
     }
 

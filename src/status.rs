@@ -71,6 +71,7 @@ pub struct Memory {
     pub last_correction: Option<crate::api::CorrectionRecord>,
     /// The key in status was only observed (managementPolicy Observe), never managed.
     pub observe_only: bool,
+    pub expiry_warned_version: Option<String>,
 }
 
 pub fn build(
@@ -105,6 +106,7 @@ pub fn build(
         imported_material: memory.imported_material,
         last_correction: memory.last_correction,
         observe_only: memory.observe_only,
+        expiry_warned_version: memory.expiry_warned_version,
         ..Default::default()
     };
 
@@ -258,6 +260,7 @@ mod tests {
             updated: Some(created),
             tags: BTreeMap::new(),
             public_thumbprint: Some("thumb".into()),
+            public_key: None,
         }
     }
 

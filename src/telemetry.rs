@@ -79,6 +79,24 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// One series per VaultKey: the gauges below cost one series each per VaultKey, removed when
+/// the VaultKey goes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What the per-VaultKey gauges show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyGauges {
+    pub ready: bool,
+    /// Unix time the current version expires, if it does.
+    pub expires: Option<i64>,
+    /// Unix time of the next automatic rotation, if one is scheduled.
+    pub next_rotation: Option<i64>,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub reconciles: Family<OutcomeLabels, Counter>,
@@ -93,6 +111,9 @@ pub struct Metrics {
     pub undecodable_objects: Gauge,
     pub rotations_observed: Family<KindLabels, Counter>,
     pub listing_wakes: Counter,
+    pub key_ready: Family<KeyLabels, Gauge>,
+    pub key_expiry: Family<KeyLabels, Gauge>,
+    pub key_next_rotation: Family<KeyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -183,8 +204,29 @@ impl Metrics {
             "New key versions seen, by kind (manual, automatic, import)",
             rotations_observed.clone(),
         );
+        let key_ready = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "key_ready",
+            "1 when the VaultKey is Ready, 0 when not (one series per VaultKey)",
+            key_ready.clone(),
+        );
+        let key_expiry = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "key_expiry_timestamp_seconds",
+            "Unix time the VaultKey's current version expires (no series when it does not)",
+            key_expiry.clone(),
+        );
+        let key_next_rotation = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "key_next_rotation_timestamp_seconds",
+            "Unix time Key Vault next rotates the VaultKey's key (no series when no rotation is scheduled)",
+            key_next_rotation.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            key_ready,
+            key_expiry,
+            key_next_rotation,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -240,6 +282,41 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the VaultKey's gauges; a time that is not known has no series.
+    pub fn key_state(&self, namespace: &str, name: &str, state: KeyGauges) {
+        let labels = KeyLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.key_ready
+            .get_or_create(&labels)
+            .set(i64::from(state.ready));
+        for (family, value) in [
+            (&self.key_expiry, state.expires),
+            (&self.key_next_rotation, state.next_rotation),
+        ] {
+            match value {
+                Some(at) => {
+                    family.get_or_create(&labels).set(at);
+                }
+                None => {
+                    family.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// The VaultKey is gone: its series go too.
+    pub fn forget_key(&self, namespace: &str, name: &str) {
+        let labels = KeyLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.key_ready.remove(&labels);
+        self.key_expiry.remove(&labels);
+        self.key_next_rotation.remove(&labels);
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -256,6 +333,60 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_vaultkey_has_one_series_per_gauge_until_it_goes() {
+        let metrics = Metrics::new();
+        let series = |m: &Metrics, name: &str| {
+            m.render()
+                .lines()
+                .filter(|l| l.starts_with(name))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let state = KeyGauges {
+            ready: true,
+            expires: Some(1_800_000_000),
+            next_rotation: Some(1_790_000_000),
+        };
+        metrics.key_state("ns", "a", state);
+        metrics.key_state("ns", "a", state);
+        metrics.key_state(
+            "ns",
+            "b",
+            KeyGauges {
+                ready: false,
+                expires: None,
+                next_rotation: None,
+            },
+        );
+        assert_eq!(
+            series(&metrics, "vaultkey_key_expiry_timestamp_seconds{"),
+            [r#"vaultkey_key_expiry_timestamp_seconds{namespace="ns",name="a"} 1800000000"#]
+        );
+        assert_eq!(series(&metrics, "vaultkey_key_ready{").len(), 2);
+        assert!(
+            series(&metrics, "vaultkey_key_ready{")
+                .contains(&r#"vaultkey_key_ready{namespace="ns",name="b"} 0"#.to_owned())
+        );
+        // The rotation no longer scheduled: its series goes, the others stay.
+        metrics.key_state(
+            "ns",
+            "a",
+            KeyGauges {
+                next_rotation: None,
+                ..state
+            },
+        );
+        assert!(series(&metrics, "vaultkey_key_next_rotation_timestamp_seconds{").is_empty());
+        assert_eq!(
+            series(&metrics, "vaultkey_key_expiry_timestamp_seconds{").len(),
+            1
+        );
+        metrics.forget_key("ns", "a");
+        metrics.forget_key("ns", "b");
+        assert!(series(&metrics, "vaultkey_key_").is_empty());
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

@@ -54,6 +54,8 @@ pub struct DesiredKey {
     pub deletion_policy: DeletionPolicy,
     pub recover_soft_deleted: bool,
     pub recreate_if_gone: bool,
+    /// spec.retention.disableSupersededAfter: how long a superseded version stays enabled.
+    pub disable_superseded_after: Option<Period>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +292,25 @@ pub fn validate_spec_at(
         .map(|p| rotation_policy(p, now))
         .transpose()?;
 
+    let disable_superseded_after = spec
+        .retention
+        .as_ref()
+        .map(|r| {
+            let field = "retention.disableSupersededAfter";
+            let text = &r.disable_superseded_after;
+            let period = Period::parse(text).map_err(|e| invalid(field, e.to_string()))?;
+            if period.approx_days() == 0 {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{text} would disable every version the moment it is superseded; give consumers at least one day (e.g. P1D)"
+                    ),
+                ));
+            }
+            Ok(period)
+        })
+        .transpose()?;
+
     Ok(DesiredKey {
         vault_url,
         key_name,
@@ -308,6 +329,7 @@ pub fn validate_spec_at(
         deletion_policy: spec.deletion_policy,
         recover_soft_deleted: spec.recover_soft_deleted,
         recreate_if_gone: spec.recreate_if_gone,
+        disable_superseded_after,
     })
 }
 
@@ -889,6 +911,17 @@ rotationPolicy:
                 "attributes.expiresOn",
                 "9998-12-31",
             ),
+            // A superseded version disabled at once leaves consumers no time to move.
+            (
+                "retention: {disableSupersededAfter: P0D}",
+                "retention.disableSupersededAfter",
+                "at least one day",
+            ),
+            (
+                "retention: {disableSupersededAfter: P1H}",
+                "retention.disableSupersededAfter",
+                "ISO-8601 period",
+            ),
             (
                 "attributes: {expiresAfter: P30D, notBefore: '2027-01-01T00:00:00Z'}",
                 "attributes.notBefore",
@@ -901,8 +934,15 @@ rotationPolicy:
             assert_eq!(err.field, *field, "{yaml}: {err}");
             assert!(err.message.contains(fragment), "{yaml}: {err}");
         }
-        let ok = "vaultUrl: https://v\nkeyType: RSA-HSM\nattributes: {exportable: true, expiresAfter: P7900Y, notBefore: '2026-12-01T00:00:00Z'}\nreleasePolicy: {data: '{\"version\":\"1.0.0\"}'}\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeBeforeExpiry: P83D}]}";
-        check(ok).unwrap();
+        let ok = "vaultUrl: https://v\nkeyType: RSA-HSM\nattributes: {exportable: true, expiresAfter: P7900Y, notBefore: '2026-12-01T00:00:00Z'}\nreleasePolicy: {data: '{\"version\":\"1.0.0\"}'}\nrotationPolicy: {expiresIn: P90D, lifetimeActions: [{action: Rotate, timeBeforeExpiry: P83D}]}\nretention: {disableSupersededAfter: P1W1D}";
+        assert_eq!(
+            check(ok).unwrap().disable_superseded_after,
+            Some(Period {
+                years: 0,
+                months: 0,
+                days: 8
+            })
+        );
     }
 
     #[test]

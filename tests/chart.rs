@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -287,6 +287,7 @@ fn watched_grants_with(import_secrets: bool, namespace_identities: bool) -> BTre
         ("vaultkey.dev", "vaultkeys/status", "", &["patch"]),
         ("vaultkey.dev", "vaultkeys/finalizers", "", &["update"]),
         ("events.k8s.io", "events", "", &["create", "patch"]),
+        ("", "configmaps", "", &["get", "create", "patch"]),
     ];
     if import_secrets {
         items.push(("", "secrets", "", &["get"]));
@@ -812,6 +813,77 @@ fn deployment_is_hardened_and_configured_from_values() {
     );
 }
 
+/// The optional PrometheusRule: off by default; when on, its three alerts use the thresholds
+/// from the values and only metric names the operator exports (a renamed gauge would leave an
+/// alert that never fires).
+#[test]
+fn the_prometheus_rule_alerts_on_gauges_the_operator_exports() {
+    assert!(of_kind(&documents(&template(RELEASE, "ops", "")), "PrometheusRule").is_empty());
+    let docs = documents(&template(
+        RELEASE,
+        "ops",
+        "metrics: {prometheusRule: {enabled: true, labels: {release: prometheus}, notReadyFor: 20m, expiryWithinSeconds: 1000, rotationOverdueAfterSeconds: 2000}}",
+    ));
+    let rule = one(&docs, "PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "VaultKeyNotReady",
+            "VaultKeyExpiringWithoutRotation",
+            "VaultKeyRotationOverdue"
+        ]
+    );
+    assert_eq!(rules[0]["for"], "20m");
+    assert!(rules[1]["expr"].as_str().unwrap().contains("< 1000"));
+    assert!(rules[2]["expr"].as_str().unwrap().contains("> 2000"));
+    // What the operator renders for one VaultKey with every gauge set.
+    let metrics = vaultkey_operator::telemetry::Metrics::new();
+    metrics.key_state(
+        "ns",
+        "k",
+        vaultkey_operator::telemetry::KeyGauges {
+            ready: true,
+            expires: Some(1),
+            next_rotation: Some(1),
+        },
+    );
+    let exported = metrics.render();
+    let names = regex::Regex::new(r"vaultkey_[a-z_]+").unwrap();
+    for rule in rules {
+        let expr = rule["expr"].as_str().unwrap();
+        for name in names.find_iter(expr) {
+            assert!(
+                exported.contains(&format!(
+                    "\n{}{{namespace=\"ns\",name=\"k\"}}",
+                    name.as_str()
+                )),
+                "{} in {expr} is not a series the operator exports",
+                name.as_str()
+            );
+        }
+        // Alert texts name the VaultKey through the gauges' labels.
+        assert!(
+            rule["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("$labels.namespace")
+        );
+    }
+    // The gauges' namespace label survives the scrape.
+    let docs = documents(&template(
+        RELEASE,
+        "ops",
+        "metrics: {serviceMonitor: {enabled: true}}",
+    ));
+    assert_eq!(
+        one(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+        true
+    );
+}
+
 #[test]
 fn rbac_follows_the_values() {
     // All namespaces: one ClusterRole (bound to the chart's ServiceAccount) and the Lease Role.
@@ -844,7 +916,7 @@ fn rbac_follows_the_values() {
             );
         }
     }
-    assert_eq!(rules, 8);
+    assert_eq!(rules, 9);
 
     // Watched namespaces: a Role and RoleBinding in each, nothing cluster-wide.
     let docs = documents(&template(
@@ -1272,7 +1344,13 @@ async fn the_service_account_may_do_exactly_what_the_operator_uses() {
             no create clusterroles
             no create rolebindings -n {home}
             no create events -n {e}
-            no get configmaps -n {e}
+            yes get configmaps/published -n {e}
+            yes create configmaps -n {e}
+            yes patch configmaps/published -n {e}
+            no list configmaps -n {e}
+            no watch configmaps -n {e}
+            no update configmaps/published -n {e}
+            no delete configmaps/published -n {e}
             no create pods -n {e}
             no impersonate serviceaccounts -n {e}
             no get serviceaccounts/kv -n {e}
@@ -1320,6 +1398,9 @@ async fn the_service_account_may_do_exactly_what_the_operator_uses() {
             no list vaultkeys.vaultkey.dev --all-namespaces
             no list vaultkeys.vaultkey.dev -n {e}
             no delete vaultkeys.vaultkey.dev -n {team}
+            yes patch configmaps/published -n {team}
+            no get configmaps/published -n {e}
+            no create configmaps -n {home}
             no create events.events.k8s.io -n {e}
             no create clusterroles
             "
@@ -1602,7 +1683,11 @@ fn howto_manifest(env: &Env, key: &str, labels: &str) -> String {
     let text = read(repo().join("examples/howto-rsa-with-rotation.yaml"));
     let out = text
         .replace("https://my-vault.vault.azure.net", &env.vault_url)
-        .replace("\nspec:\n", &format!("\nspec:\n  keyName: {key}\n"))
+        // Publishing too, so the ServiceAccount's ConfigMap permissions are proven sufficient.
+        .replace(
+            "\nspec:\n",
+            &format!("\nspec:\n  keyName: {key}\n  publish: {{}}\n"),
+        )
         .replace(
             "\n  name: howto-rsa\n",
             &format!("\n  name: howto-rsa\n  labels: {labels}\n"),
@@ -1703,6 +1788,19 @@ async fn rotate_by_token(
     .await;
     let vk = ready(client, ns, "howto-rsa", "True", replicas).await;
     let latest = vault.get_key(key).await.unwrap().expect("key in the vault");
+    // The ConfigMap, written as the ServiceAccount, follows the rotation: both versions listed.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    eventually(
+        "the published ConfigMap at the new version",
+        WAIT,
+        || async {
+            let data = configmaps.get_opt("howto-rsa-vaultkey").await.ok()??.data?;
+            let jwks: serde_json::Value = serde_json::from_str(data.get("jwks.json")?).ok()?;
+            (data.get("version") == Some(&latest.version) && jwks["keys"].as_array()?.len() == 2)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         vk.status.unwrap().current_version.as_deref(),
         Some(latest.version.as_str())

@@ -6,6 +6,9 @@
 
 mod support;
 
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use vaultkey_operator::api::VaultKey;
 
@@ -20,7 +23,7 @@ async fn oct_hsm_keys_of_every_size_converge_and_rotate() {
     let vault = env.vault(&env.vault_url);
     for size in [128, 192, 256] {
         create(&client, &ns, &format!(
-            "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: oct-{size}}}\nspec:\n  vaultUrl: {url}\n  keyName: oct-{size}-{ns}\n  keyType: oct-HSM\n  keySize: {size}\n  keyOps: [wrapKey, unwrapKey]\n",
+            "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: oct-{size}}}\nspec:\n  vaultUrl: {url}\n  keyName: oct-{size}-{ns}\n  keyType: oct-HSM\n  keySize: {size}\n  keyOps: [wrapKey, unwrapKey]\n  publish: {{}}\n",
             url = env.vault_url
         ))
         .await
@@ -47,6 +50,26 @@ async fn oct_hsm_keys_of_every_size_converge_and_rotate() {
             key.key_ops,
             ["unwrapKey".to_string(), "wrapKey".to_string()].into()
         );
+        // A symmetric key has no public part: its identifiers only are published.
+        let cm = eventually(
+            "the identifiers published",
+            Duration::from_secs(30),
+            || async {
+                Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                    .get_opt(&format!("oct-{size}-vaultkey"))
+                    .await
+                    .ok()?
+            },
+        )
+        .await;
+        let data = cm.data.expect("data");
+        let published: Vec<&str> = data.keys().map(String::as_str).collect();
+        assert_eq!(
+            published,
+            ["keyId", "keyIdVersionless", "keyName", "keyType", "version"]
+        );
+        assert_eq!(data["keyId"], key.versioned_id());
+        assert_eq!(data["keyType"], "oct-HSM");
     }
 
     // A rotation of an HSM key (counted against the HSM create budget) makes one version.

@@ -18,7 +18,12 @@ pub async fn cleanup(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Resul
     let result = cleanup_vault(vk, ctx).await;
     match &result {
         // The object is about to go: forget its failure count.
-        Ok(_) => ctx.backoff.reset(&object_key(vk)),
+        Ok(_) => {
+            ctx.backoff.reset(&object_key(vk));
+            ctx.public_keys.forget(&vk.uid().unwrap_or_default());
+            ctx.metrics
+                .forget_key(&vk.namespace().unwrap_or_default(), &vk.name_any());
+        }
         // Say on the object why it does not go away, and what the way out is.
         Err(e) => {
             let readiness = Readiness::not_ready(

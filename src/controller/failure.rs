@@ -35,6 +35,14 @@ pub enum Failure {
     },
     /// managementPolicy Observe, and the key differs from the spec in these fields.
     Drifted(Vec<&'static str>),
+    /// spec.publish: the ConfigMap could not be written (one the VaultKey does not own holds
+    /// the name, the API server refused, a public key that cannot be encoded). `transient`:
+    /// retried with backoff; otherwise at the next resync.
+    Publish {
+        reason: &'static str,
+        message: String,
+        transient: bool,
+    },
 }
 
 pub fn reason_for(kind: &VaultErrorKind) -> &'static str {
@@ -60,7 +68,7 @@ impl Failure {
         match self {
             Failure::InvalidSpec(_) => "InvalidSpec",
             Failure::VaultNotAllowed => "VaultNotAllowed",
-            Failure::ImportSecret { reason, .. } => reason,
+            Failure::ImportSecret { reason, .. } | Failure::Publish { reason, .. } => reason,
             Failure::Blocked(Blocker::KeyExistsNotAdopted) => "KeyExistsNotAdopted",
             Failure::Blocked(Blocker::OwnedByAnotherVaultKey { .. }) => "OwnedByAnotherVaultKey",
             Failure::Blocked(Blocker::SoftDeleted { .. }) => "SoftDeletedConflict",
@@ -81,7 +89,9 @@ impl Failure {
             Failure::VaultNotAllowed => format!(
                 "this namespace may not use {vault} under the operator's vault access policy; use an allowed vault or ask the platform team to allow this one"
             ),
-            Failure::ImportSecret { message, .. } => message.clone(),
+            Failure::ImportSecret { message, .. } | Failure::Publish { message, .. } => {
+                message.clone()
+            }
             Failure::Blocked(Blocker::KeyExistsNotAdopted) => format!(
                 "key {key} already exists in {vault} and was not created for this VaultKey; set spec.adopt: true to manage it, or choose another keyName"
             ),
@@ -172,6 +182,12 @@ impl Failure {
             Failure::Identity(e) if e.needs_a_person() => Action::requeue(resync),
             Failure::Identity(_) => Action::requeue(backoff.next(object)),
             Failure::IdentityForbidden { .. } => Action::requeue(long),
+            Failure::Publish {
+                transient: false, ..
+            } => Action::requeue(resync),
+            Failure::Publish {
+                transient: true, ..
+            } => Action::requeue(backoff.next(object)),
             Failure::Vault(e) => match &e.kind {
                 VaultErrorKind::Throttled { retry_after } => Action::requeue(*retry_after),
                 VaultErrorKind::Paced { retry_in } => Action::requeue(*retry_in),

@@ -8,12 +8,14 @@
 //! operator's own status writes never wake a VaultKey before its wait is over.
 
 mod cleanup;
+mod config_map;
 mod events;
 mod failure;
 pub mod invalid;
 mod key_locks;
 mod listing;
 pub mod pause;
+mod retire;
 mod session;
 
 use std::collections::HashSet;
@@ -86,6 +88,17 @@ pub struct Settings {
     /// The ServiceAccount name each namespace may provide as the identity of its VaultKeys
     /// that name none (`--namespace-identity-service-account`).
     pub namespace_identity_service_account: Option<String>,
+    /// Emulators only (zero otherwise): how far ahead of the system clock [`Settings::now`]
+    /// runs, to follow an emulator whose clock was shifted.
+    pub clock_offset: chrono::Duration,
+}
+
+impl Settings {
+    /// Now, for the decisions that compare the vault's times with the present (retention, the
+    /// published JWKS's expiry filter).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.clock_offset
+    }
 }
 
 /// Everything a reconcile needs, built once.
@@ -100,6 +113,7 @@ pub struct Context {
     backoff: Backoff,
     key_locks: KeyLocks,
     listings: Listings,
+    public_keys: config_map::PublicKeys,
 }
 
 impl Context {
@@ -121,6 +135,7 @@ impl Context {
             backoff: Backoff::default(),
             key_locks: KeyLocks::default(),
             listings: Listings::default(),
+            public_keys: config_map::PublicKeys::default(),
         }
     }
 }
@@ -514,8 +529,7 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
                         &session.key_name,
                         latest.into(),
                     );
-                    // An import re-reads its Secret each resync (the Secret is not watched).
-                    if vk.spec.import.is_none() {
+                    if !reads_every_resync(&vk.spec) {
                         next_read = ctx.listings.next_full_read(
                             &scope_id,
                             ctx.settings.resync_interval,
@@ -565,10 +579,17 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
     Ok(action)
 }
 
+/// What the vault's key list cannot vouch for: an import's Secret (not watched, re-read each
+/// resync), and the older versions a published JWKS or retention follow (the list shows only
+/// the current version, and an older one's expiry or grace window passes without a change).
+fn reads_every_resync(spec: &crate::api::VaultKeySpec) -> bool {
+    spec.import.is_some() || spec.publish.is_some() || spec.retention.is_some()
+}
+
 /// A converged VaultKey whose key the vault's list has shown unchanged since its last full
 /// read: nothing to read or write until its verify interval is over.
 async fn vouched(vk: &VaultKey, ctx: &Context) -> Option<Duration> {
-    if !is_ready_now(vk) || vk.spec.import.is_some() {
+    if !is_ready_now(vk) || reads_every_resync(&vk.spec) {
         return None;
     }
     let (wait, scope) = ctx.listings.vouched_wait(

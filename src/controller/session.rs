@@ -13,7 +13,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::config_map::{self, KeyState};
 use super::failure::Failure;
+use super::retire;
 use super::{Context, FIELD_MANAGER, events};
 use crate::api::{
     CorrectionRecord, IMPORTED_MATERIAL_TAG, ManagementPolicy, PendingRotation, VaultKey,
@@ -26,9 +28,10 @@ use crate::keyvault::{
 };
 use crate::plan::{
     Blocker, MaterialSummary, Observed, Owner, Plan, PlanInput, Remembered, Step, fingerprint_key,
-    fingerprint_properties, plan,
+    fingerprint_properties, next_rotation_time, plan,
 };
 use crate::status::{self, Memory, Readiness, VaultFacts};
+use crate::telemetry::KeyGauges;
 use crate::validate::{DesiredKey, Material, check_material, validate_with_hosts};
 
 /// Condition reasons after which a missing key is looked up among the deleted ones.
@@ -73,6 +76,7 @@ impl<'a> Session<'a> {
                 imported_material: previous.and_then(|s| s.imported_material.clone()),
                 last_correction: previous.and_then(|s| s.last_correction.clone()),
                 observe_only: previous.is_some_and(|s| s.observe_only),
+                expiry_warned_version: previous.and_then(|s| s.expiry_warned_version.clone()),
             },
             made_version: false,
             created_new: false,
@@ -224,7 +228,89 @@ impl<'a> Session<'a> {
         self.refresh_versions(vault).await.map_err(Failure::Vault)?;
         // The key is this VaultKey's own now (created, adopted, or carrying its owner tags).
         self.memory.observe_only = false;
+        self.retain(desired, vault).await?;
+        self.publish(vault).await?;
+        self.warn_unrotated_expiry().await;
         Ok(())
+    }
+
+    /// One Warning per version that is inside the policy's Notify window and expires before any
+    /// rotation: status remembers the version announced, so resyncs do not repeat it.
+    async fn warn_unrotated_expiry(&mut self) {
+        let (Some(policy), Some(latest)) = (&self.policy, &self.latest) else {
+            return;
+        };
+        if self.memory.expiry_warned_version.as_deref() == Some(latest.version.as_str()) {
+            return;
+        }
+        let next = next_rotation_time(policy, latest);
+        let Some(warning) =
+            crate::expiry::unrotated_expiry(policy, latest, next, self.ctx.settings.now())
+        else {
+            return;
+        };
+        let note = format!(
+            "version {} of key {} expires at {} (within the rotation policy's Notify window {}) and no rotation is scheduled before: rotate it (spec.rotateToken) or add a Rotate action that comes first",
+            latest.version,
+            self.key_name,
+            warning.expires.to_rfc3339(),
+            warning.window
+        );
+        warn!(version = %latest.version, expires = %warning.expires, "expires without a rotation first");
+        self.memory.expiry_warned_version = Some(latest.version.clone());
+        self.event(EventType::Warning, "ExpiringWithoutRotation", note)
+            .await;
+    }
+
+    /// spec.retention: see [`super::retire`].
+    async fn retain(&mut self, desired: &DesiredKey, vault: &dyn KeyVault) -> Result<(), Failure> {
+        let (Some(grace), Some(latest), Some(versions)) = (
+            desired.disable_superseded_after,
+            &self.latest,
+            self.versions.as_mut(),
+        ) else {
+            return Ok(());
+        };
+        retire::disable_superseded(
+            self.vk,
+            self.ctx,
+            vault,
+            &self.key_name,
+            latest,
+            versions,
+            grace,
+        )
+        .await
+    }
+
+    /// spec.publish: the ConfigMap follows what was just read; without it, nothing is kept.
+    async fn publish(&self, vault: &dyn KeyVault) -> Result<(), Failure> {
+        let Some(name) = crate::publish::config_map_name(self.vk) else {
+            self.ctx
+                .public_keys
+                .forget(&self.vk.uid().unwrap_or_default());
+            return Ok(());
+        };
+        let Some(latest) = &self.latest else {
+            return Ok(());
+        };
+        // As status shows it: computed from the policy read now, else the one shown.
+        let next_rotation = match &self.policy {
+            Some(policy) => next_rotation_time(policy, latest),
+            None => self
+                .vk
+                .status
+                .as_ref()
+                .and_then(|s| s.next_rotation_time.as_ref())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0)),
+        };
+        let key = KeyState {
+            key_name: &self.key_name,
+            latest,
+            versions: self.versions.as_deref().unwrap_or_default(),
+            next_rotation,
+        };
+        config_map::publish(self.vk, self.ctx, vault, &name, &key).await
     }
 
     fn remembered(&self) -> Remembered {
@@ -565,8 +651,13 @@ impl<'a> Session<'a> {
         };
         let previous = self.vk.status.as_ref();
         let shown = previous.and_then(|s| s.current_version.as_deref());
+        // A published JWKS follows enable/disable/expiry changes of older versions too, and
+        // retention dates supersessions, which only the list shows: with spec.publish or
+        // spec.retention the list is read on every pass.
         if shown == Some(latest.version.as_str())
             && previous.is_some_and(|s| !s.versions.is_empty() && s.version_count.is_some())
+            && self.vk.spec.publish.is_none()
+            && self.vk.spec.retention.is_none()
         {
             return Ok(());
         }
@@ -670,6 +761,20 @@ impl<'a> Session<'a> {
         readiness: &Readiness,
     ) -> Result<(), kube::Error> {
         let status = self.build_status(readiness);
+        self.ctx.metrics.key_state(
+            &self.vk.namespace().unwrap_or_default(),
+            &self.vk.name_any(),
+            KeyGauges {
+                ready: readiness.ready,
+                // versions[0] is the current version.
+                expires: status
+                    .versions
+                    .first()
+                    .and_then(|v| v.expires_on.as_ref())
+                    .map(|t| t.0.as_second()),
+                next_rotation: status.next_rotation_time.as_ref().map(|t| t.0.as_second()),
+            },
+        );
         if self.vk.status.as_ref() == Some(&status) {
             return Ok(());
         }

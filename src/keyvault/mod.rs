@@ -37,6 +37,23 @@ pub struct ObservedKey {
     pub tags: BTreeMap<String, String>,
     /// RFC 7638 thumbprint of the public key, when the vault returns one (not for oct keys).
     pub public_thumbprint: Option<String>,
+    /// The public key itself (none for oct keys), for publishing (PEM, JWK).
+    pub public_key: Option<PublicKey>,
+}
+
+/// The public half of a version as the vault returns it: big-endian unsigned integers and
+/// coordinates, exactly as in the vault's JWK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    Ec {
+        curve: Curve,
+        x: Vec<u8>,
+        y: Vec<u8>,
+    },
 }
 
 impl ObservedKey {

@@ -77,6 +77,7 @@ fn owned_key(key_type: &str) -> Key {
         updated: Some(t("2026-02-01T09:30:00Z")),
         tags,
         public_thumbprint: None,
+        public_key: None,
     })
 }
 

@@ -86,6 +86,13 @@ namespace (Role). Only what src/controller.rs does; every rule says why.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# spec.publish: the ConfigMap holding the key's ids and public part, read by name (get) and
+# written by server-side apply (patch; create when it does not exist yet). Never list, watch,
+# update or delete: a ConfigMap the VaultKey does not own is only read, and owned ones go with
+# their VaultKey through the garbage collector.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
 {{- if .Values.rbac.importSecrets }}
 # spec.import.secretRef: the key material is read with a get by name from the VaultKey's own
 # namespace. Never list or watch: the operator sees only the Secrets that VaultKeys name.

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::api::{KeyType, LifetimeActionType as SpecAction};
 use crate::key_material::{Curve as MaterialCurve, ec_jwk_thumbprint, rsa_jwk_thumbprint};
 use crate::keyvault::{
-    KeyProperties, ObservedAction, ObservedKey, ObservedPolicy, Operation, VaultError,
+    KeyProperties, ObservedAction, ObservedKey, ObservedPolicy, Operation, PublicKey, VaultError,
     VaultErrorKind, VaultResult,
 };
 use crate::validate::{DesiredRotationPolicy, Trigger};
@@ -226,6 +226,20 @@ pub(super) fn observed_key(operation: Operation, key: &Key) -> VaultResult<Obser
         }
         _ => None,
     };
+    let public_key = match (&jwk.n, &jwk.e, &curve, &jwk.x, &jwk.y) {
+        (Some(n), Some(e), _, _, _) => Some(PublicKey::Rsa {
+            n: n.clone(),
+            e: e.clone(),
+        }),
+        (_, _, Some(crv), Some(x), Some(y)) => {
+            MaterialCurve::from_jwk_crv(crv).map(|curve| PublicKey::Ec {
+                curve,
+                x: x.clone(),
+                y: y.clone(),
+            })
+        }
+        _ => None,
+    };
     let attrs = key.attributes.clone().unwrap_or_default();
     Ok(ObservedKey {
         key_id,
@@ -247,6 +261,7 @@ pub(super) fn observed_key(operation: Operation, key: &Key) -> VaultResult<Obser
         updated: to_chrono(attrs.updated),
         tags: key.tags.clone().unwrap_or_default().into_iter().collect(),
         public_thumbprint,
+        public_key,
     })
 }
 
