@@ -13,12 +13,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{Curve, RESERVED_TAG_PREFIX};
-use crate::keyvault::{DeletedKey, ObservedKey};
+use crate::api::RESERVED_TAG_PREFIX;
+use crate::keyvault::DeletedKey;
 use crate::plan::{
-    Observed, Owner, PlanInput, Remembered, key_type_matches, policy_matches, property_drift,
+    Observed, Owner, PlanInput, Remembered, material_differences, policy_matches, property_drift,
 };
-use crate::validate::{DesiredKey, Material};
+use crate::validate::DesiredKey;
 
 /// What observing found.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,47 +90,10 @@ pub fn compare(desired: &DesiredKey, observed: &Observed, now: DateTime<Utc>) ->
     }
 }
 
-/// Type, size, curve and exponent: what Manage can change only by creating a version.
-fn material_differences(desired: &DesiredKey, latest: &ObservedKey) -> Vec<&'static str> {
-    let mut fields = Vec::new();
-    if !key_type_matches(desired.key_type, &latest.key_type) {
-        fields.push("keyType");
-    }
-    let Material::Generated {
-        size,
-        curve,
-        public_exponent,
-    } = desired.material
-    else {
-        return fields;
-    };
-    // oct-HSM keys never reveal their size, so only RSA sizes are compared.
-    if desired.key_type.is_rsa()
-        && let (Some(size), Some(observed)) = (size, latest.key_size)
-        && size != observed
-    {
-        fields.push("keySize");
-    }
-    if let (Some(curve), Some(observed)) = (curve, &latest.curve)
-        && Curve::from_jwk_crv(observed) != Some(curve)
-    {
-        fields.push("curve");
-    }
-    if let (Some(exponent), Some(observed)) = (public_exponent, &latest.public_exponent) {
-        let value = observed.iter().fold(0u64, |acc, b| {
-            acc.saturating_mul(256).saturating_add(u64::from(*b))
-        });
-        if u64::try_from(exponent).ok() != Some(value) {
-            fields.push("publicExponent");
-        }
-    }
-    fields
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyvault::{ObservedAction, ObservedPolicy};
+    use crate::keyvault::{ObservedAction, ObservedKey, ObservedPolicy};
     use crate::validate::validate_spec;
     use std::collections::BTreeSet;
 

@@ -361,39 +361,49 @@ fn import_step(input: &PlanInput<'_>, material: &MaterialSummary) -> Step {
 /// Whether the latest version's type, size, curve or exponent differ from the spec, which
 /// takes a new version (Key Vault cannot change them in place).
 fn generated_mismatch(desired: &DesiredKey, latest: &ObservedKey) -> bool {
+    matches!(desired.material, Material::Generated { .. })
+        && !material_differences(desired, latest).is_empty()
+}
+
+/// The spec fields among type, size, curve and exponent in which the latest version differs:
+/// what can change only by creating a version.
+pub(crate) fn material_differences(
+    desired: &DesiredKey,
+    latest: &ObservedKey,
+) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if !key_type_matches(desired.key_type, &latest.key_type) {
+        fields.push("keyType");
+    }
     let Material::Generated {
         size,
         curve,
         public_exponent,
     } = desired.material
     else {
-        return false;
+        return fields;
     };
-    if !key_type_matches(desired.key_type, &latest.key_type) {
-        return true;
-    }
     // oct-HSM keys never reveal their size, so only RSA sizes are compared.
     if desired.key_type.is_rsa()
-        && size.is_some()
-        && latest.key_size.is_some()
-        && size != latest.key_size
+        && let (Some(size), Some(observed)) = (size, latest.key_size)
+        && size != observed
     {
-        return true;
+        fields.push("keySize");
     }
     if let (Some(curve), Some(observed)) = (curve, &latest.curve)
         && Curve::from_jwk_crv(observed) != Some(curve)
     {
-        return true;
+        fields.push("curve");
     }
     if let (Some(exponent), Some(observed)) = (public_exponent, &latest.public_exponent) {
-        let observed_value = observed.iter().fold(0u64, |acc, b| {
+        let value = observed.iter().fold(0u64, |acc, b| {
             acc.saturating_mul(256).saturating_add(u64::from(*b))
         });
-        if u64::try_from(exponent).ok() != Some(observed_value) {
-            return true;
+        if u64::try_from(exponent).ok() != Some(value) {
+            fields.push("publicExponent");
         }
     }
-    false
+    fields
 }
 
 /// Key Vault reports the type it holds; a software key in a Premium vault stays `RSA`/`EC`.

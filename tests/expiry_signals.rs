@@ -64,19 +64,7 @@ async fn a_key_in_its_notify_window_without_a_rotation_first_is_announced_once()
 
     // 22 days later (by the vault's clock and the operator's): 6 days before the expiry, in
     // the 7-day window, and nothing rotates the key.
-    env.emulator_post(&format!("/time-shift?seconds={}", 22 * 24 * 3600))
-        .await;
-    let time = reqwest::get(format!("{}/time", env.emulator_admin))
-        .await
-        .expect("emulator admin reachable")
-        .text()
-        .await
-        .expect("emulator time");
-    let time: serde_json::Value = serde_json::from_str(&time).expect("emulator time JSON");
-    let offset = time["offsetSeconds"]
-        .as_i64()
-        .expect("offsetSeconds")
-        .to_string();
+    let offset = env.shift_clock(22 * 24 * 3600).await.to_string();
     let _operator =
         Operator::start_with(&env, &ns, 2, &["--emulator-clock-offset-seconds", &offset]);
     let events = events_once(&client, &ns, "notify", "ExpiringWithoutRotation").await;

@@ -535,19 +535,7 @@ async fn retention_disables_superseded_versions_after_the_grace_window() {
     drop(operator);
 
     // Two days later, by the vault's clock and the operator's.
-    env.emulator_post(&format!("/time-shift?seconds={}", 2 * 24 * 3600))
-        .await;
-    let time = reqwest::get(format!("{}/time", env.emulator_admin))
-        .await
-        .expect("emulator admin reachable")
-        .text()
-        .await
-        .expect("emulator time");
-    let time: serde_json::Value = serde_json::from_str(&time).expect("emulator time JSON");
-    let offset = time["offsetSeconds"]
-        .as_i64()
-        .expect("offsetSeconds")
-        .to_string();
+    let offset = env.shift_clock(2 * 24 * 3600).await.to_string();
     let operator =
         Operator::start_with(&env, &ns, 2, &["--emulator-clock-offset-seconds", &offset]);
     published(

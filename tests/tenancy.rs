@@ -245,16 +245,7 @@ async fn deleting_a_paused_vaultkey_touches_the_vault_only_after_unpausing() {
             .expect("delete accepted");
     }
     // Retain: let go without the vault.
-    eventually("keep deleted", Duration::from_secs(30), || async {
-        scenario
-            .api
-            .get_opt("keep")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    scenario.wait_gone("keep").await;
     // Delete: waits, and says why and what to do.
     let (_, message) = paused_condition(&wait_paused(&scenario, "del", "DeletionWaits").await)
         .expect("Paused condition");
@@ -274,16 +265,7 @@ async fn deleting_a_paused_vaultkey_touches_the_vault_only_after_unpausing() {
     assert!(!key_facts(env, vault, &del_key).await.unwrap().deleted);
 
     annotate(&scenario, "del", None).await;
-    eventually("del deleted", Duration::from_secs(30), || async {
-        scenario
-            .api
-            .get_opt("del")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    scenario.wait_gone("del").await;
     assert!(
         key_facts(env, vault, &del_key).await.unwrap().deleted,
         "unpaused, the deletionPolicy applied"
@@ -389,16 +371,7 @@ async fn an_observe_vaultkey_reports_differences_and_never_writes() {
         .delete("obs", &DeleteParams::default())
         .await
         .expect("delete accepted");
-    eventually("obs deleted", Duration::from_secs(30), || async {
-        scenario
-            .api
-            .get_opt("obs")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    scenario.wait_gone("obs").await;
     let sent = since(&key_requests(env, vault, &key).await, &before);
     let missing = key_requests(env, vault, &scenario.key_name("missing")).await;
     figure(

@@ -24,8 +24,8 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vaultkey_operator::api::VaultKey;
 
 use crate::support::{
-    Env, create, events, events_once, free_port, fresh_namespace, get_vk, scrape_metrics,
-    sum_series, wait_ready,
+    Env, create, events, events_once, eventually, free_port, fresh_namespace, get_vk,
+    scrape_metrics, sum_series, wait_ready,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -173,6 +173,14 @@ impl Scenario {
     /// `wait_ready` in this namespace.
     pub async fn wait_ready(&self, name: &str, status: &str) -> VaultKey {
         wait_ready(&self.client, &self.ns, name, status).await
+    }
+
+    /// Waits until VaultKey `name` is gone from the API server (its deletion done).
+    pub async fn wait_gone(&self, name: &str) {
+        eventually(&format!("{name} gone"), Duration::from_secs(30), || async {
+            self.api.get_opt(name).await.ok()?.is_none().then_some(())
+        })
+        .await;
     }
 
     /// Events recorded for VaultKey `name`, as (reason, note).

@@ -100,6 +100,22 @@ impl Env {
         )
     }
 
+    /// Moves the emulator's clock `seconds` forward (due automatic rotations happen) and
+    /// returns its whole offset from the system clock, for an operator started with
+    /// `--emulator-clock-offset-seconds` to follow it.
+    pub async fn shift_clock(&self, seconds: u64) -> i64 {
+        self.emulator_post(&format!("/time-shift?seconds={seconds}"))
+            .await;
+        let time = reqwest::get(format!("{}/time", self.emulator_admin))
+            .await
+            .expect("emulator admin reachable")
+            .text()
+            .await
+            .expect("emulator time");
+        let time: serde_json::Value = serde_json::from_str(&time).expect("emulator time JSON");
+        time["offsetSeconds"].as_i64().expect("offsetSeconds")
+    }
+
     pub async fn emulator_post(&self, path: &str) -> serde_json::Value {
         let response = reqwest::Client::new()
             .post(format!("{}{path}", self.emulator_admin))
