@@ -344,7 +344,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyvault::tags_digest;
     use chrono::{TimeZone, Utc};
+    use std::collections::BTreeMap;
 
     fn summary(updated: i64) -> KeySummary {
         KeySummary {
@@ -353,7 +355,7 @@ mod tests {
             updated: Some(Utc.timestamp_opt(updated, 0).unwrap()),
             not_before: None,
             expires_on: None,
-            tags: [("owner".to_owned(), "ns/a".to_owned())].into(),
+            tags: tags_digest(&BTreeMap::from([("owner".to_owned(), "ns/a".to_owned())])),
         }
     }
 
@@ -396,7 +398,10 @@ mod tests {
             key("case", "D", summary(10)),
         ];
         let mut retagged = summary(10);
-        retagged.tags.insert("extra".into(), "x".into());
+        retagged.tags = tags_digest(&BTreeMap::from([
+            ("owner".to_owned(), "ns/a".to_owned()),
+            ("extra".to_owned(), "x".to_owned()),
+        ]));
         let mut disabled = summary(10);
         disabled.enabled = false;
         let (mode, woken) = judge(
@@ -412,6 +417,17 @@ mod tests {
             let (_, woken) = judge(&listing(1, &[("a", changed)]), &keys[..1]);
             assert_eq!(woken, ["same"].map(str::to_owned).into());
         }
+    }
+
+    #[test]
+    fn a_tag_digest_is_the_same_whatever_order_the_tags_came_in() {
+        let pairs = [("b", "2"), ("a", "1"), ("c", "3")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let listed: std::collections::HashMap<String, String> = pairs.clone().into_iter().collect();
+        let read: BTreeMap<String, String> = pairs.into_iter().collect();
+        assert_eq!(tags_digest(&listed), tags_digest(&read));
+        let mut changed = read.clone();
+        changed.insert("a".into(), "x".into());
+        assert_ne!(tags_digest(&changed), tags_digest(&read));
     }
 
     #[test]

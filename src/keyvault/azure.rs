@@ -30,7 +30,7 @@ use super::budget::{Budget, Limits, RequestClass};
 use super::{
     CreateKey, DeletedKey, ImportKey, KeyListing, KeyProperties, KeySummary, KeyVault, KeyVersion,
     ObservedKey, ObservedPolicy, Operation, VaultError, VaultErrorKind, VaultIdentity,
-    VaultProvider, VaultResult,
+    VaultProvider, VaultResult, tags_digest,
 };
 use crate::key_material::JwkKty;
 use crate::telemetry::{Metrics, VaultLabels};
@@ -275,18 +275,20 @@ impl AzureVault {
         }
     }
 
-    /// Every page of a key or version list (none when the first answers 404), each page one
-    /// request under the budget, a timeout and the metric: `keyvault_requests_total` counts
-    /// pages, as the vault does. The last page is the one without a `nextLink`.
+    /// Walks a key or version list (nothing when the first page answers 404), handing each
+    /// page to `each`; each page is one request under the budget, a timeout and the metric
+    /// (`keyvault_requests_total` counts pages, as the vault does). The last page is the one
+    /// without a `nextLink`. Returns the pages walked.
     async fn pages(
         &self,
         operation: Operation,
         start: impl FnOnce() -> azure_core::Result<Pager<ListKeyPropertiesResult>>,
-    ) -> VaultResult<Vec<ListKeyPropertiesResult>> {
+        mut each: impl FnMut(ListKeyPropertiesResult),
+    ) -> VaultResult<usize> {
         let mut iter = start()
             .map_err(|e| classify(operation, &self.vault_url, &e))?
             .into_pages();
-        let mut out = Vec::new();
+        let mut walked = 0;
         loop {
             let page = self
                 .read(operation, async {
@@ -297,13 +299,14 @@ impl AzureVault {
                 })
                 .await?;
             let Some(Some(page)) = page else { break };
+            walked += 1;
             let more = page.next_link.as_deref().is_some_and(|l| !l.is_empty());
-            out.push(page);
+            each(page);
             if !more {
                 break;
             }
         }
-        Ok(out)
+        Ok(walked)
     }
 
     /// The latest version, or the given one.
@@ -351,42 +354,42 @@ impl KeyVault for AzureVault {
     }
 
     async fn list_keys(&self) -> VaultResult<KeyListing> {
-        let pages = self
-            .pages(Operation::ListKeys, || {
-                self.client.list_key_properties(None)
-            })
+        let mut listing = KeyListing::default();
+        // Page by page into summaries: 10,000 keys' full list items are tens of megabytes.
+        listing.pages = self
+            .pages(
+                Operation::ListKeys,
+                || self.client.list_key_properties(None),
+                |page| {
+                    for item in page.value {
+                        let Some(name) = item.kid.as_deref().and_then(listed_key_name) else {
+                            continue;
+                        };
+                        let attrs = item.attributes.unwrap_or_default();
+                        let summary = KeySummary {
+                            enabled: attrs.enabled.unwrap_or(true),
+                            created: to_chrono(attrs.created),
+                            updated: to_chrono(attrs.updated),
+                            not_before: to_chrono(attrs.not_before),
+                            expires_on: to_chrono(attrs.expires),
+                            tags: tags_digest(item.tags.iter().flatten()),
+                        };
+                        listing.keys.insert(name, summary);
+                    }
+                },
+            )
             .await?;
-        let mut listing = KeyListing {
-            pages: pages.len(),
-            ..KeyListing::default()
-        };
-        for item in pages.into_iter().flat_map(|page| page.value) {
-            let Some(name) = item.kid.as_deref().and_then(listed_key_name) else {
-                continue;
-            };
-            let attrs = item.attributes.unwrap_or_default();
-            let summary = KeySummary {
-                enabled: attrs.enabled.unwrap_or(true),
-                created: to_chrono(attrs.created),
-                updated: to_chrono(attrs.updated),
-                not_before: to_chrono(attrs.not_before),
-                expires_on: to_chrono(attrs.expires),
-                tags: item.tags.unwrap_or_default().into_iter().collect(),
-            };
-            listing.keys.insert(name, summary);
-        }
         Ok(listing)
     }
 
     async fn list_versions(&self, name: &str) -> VaultResult<Vec<KeyVersion>> {
-        let versions: Vec<_> = self
-            .pages(Operation::ListVersions, || {
-                self.client.list_key_properties_versions(name, None)
-            })
-            .await?
-            .into_iter()
-            .flat_map(|page| page.value)
-            .collect();
+        let mut versions = Vec::new();
+        self.pages(
+            Operation::ListVersions,
+            || self.client.list_key_properties_versions(name, None),
+            |page| versions.extend(page.value),
+        )
+        .await?;
         let mut out: Vec<KeyVersion> = versions
             .into_iter()
             .filter_map(|item| {

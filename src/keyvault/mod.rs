@@ -65,7 +65,8 @@ impl ObservedKey {
 /// What Key Vault's key list (`GET /keys`) tells of a key: the attributes and tags of its
 /// current version, not key_ops, the key itself or the rotation policy. Equal summaries
 /// before and after mean no new version (`created` moves), no property change the vault
-/// stamped (`updated` moves on every PATCH) and no tag change.
+/// stamped (`updated` moves on every PATCH) and no tag change. Tags are kept as a digest: a
+/// summary is held for every managed key, and 10,000 keys' tags would be megabytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySummary {
     pub enabled: bool,
@@ -73,7 +74,16 @@ pub struct KeySummary {
     pub updated: Option<DateTime<Utc>>,
     pub not_before: Option<DateTime<Utc>>,
     pub expires_on: Option<DateTime<Utc>>,
-    pub tags: BTreeMap<String, String>,
+    pub tags: u64,
+}
+
+/// A digest of a tag map, the same whatever order the tags came in.
+pub fn tags_digest<'a>(tags: impl IntoIterator<Item = (&'a String, &'a String)>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let sorted: BTreeMap<&String, &String> = tags.into_iter().collect();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    sorted.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl From<&ObservedKey> for KeySummary {
@@ -84,7 +94,7 @@ impl From<&ObservedKey> for KeySummary {
             updated: key.updated,
             not_before: key.not_before,
             expires_on: key.expires_on,
-            tags: key.tags.clone(),
+            tags: tags_digest(&key.tags),
         }
     }
 }
