@@ -114,6 +114,11 @@ struct Args {
     /// Skip the steady-state resync measurement.
     #[arg(long)]
     no_steady: bool,
+    /// Every VaultKey publishes its ConfigMap (`spec.publish`): creation, steady state and
+    /// automatic rotation then count the ConfigMap writes and the reads publishing needs
+    /// (such keys are read every resync: older versions are not in the vault's list).
+    #[arg(long)]
+    publish: bool,
     /// Give up on a convergence after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout_seconds: u64,
@@ -167,6 +172,8 @@ struct Scenario {
     resync: u64,
     /// VaultKeys in the second vault, created after the first vault's.
     second_vault: usize,
+    /// The VaultKeys publish a ConfigMap.
+    publish: bool,
 }
 
 fn machine_facts() -> Value {
@@ -240,7 +247,11 @@ async fn main() -> std::process::ExitCode {
     sizes.sort_by_key(|(n, k)| (*n, *k == KeyKind::Rsa));
     for (n, kind) in sizes {
         scenarios.push(Scenario {
-            label: format!("{}-{n}", kind.short()),
+            label: format!(
+                "{}-{n}{}",
+                kind.short(),
+                if args.publish { "-publish" } else { "" }
+            ),
             n,
             kind,
             floor: !args.no_floor,
@@ -248,6 +259,7 @@ async fn main() -> std::process::ExitCode {
             throttle: None,
             resync: resync_for(n),
             second_vault: 0,
+            publish: args.publish,
         });
     }
     if throttle_keys > 0 {
@@ -262,6 +274,7 @@ async fn main() -> std::process::ExitCode {
             second_vault: args
                 .second_vault_keys
                 .unwrap_or(if args.smoke { 0 } else { 100 }),
+            publish: false,
         });
     }
     let out = args.out.clone().unwrap_or_else(|| {
@@ -304,6 +317,7 @@ async fn main() -> std::process::ExitCode {
             throttle: None,
             resync: 60,
             second_vault: 0,
+            publish: false,
         };
         apply_all(&client, &env, &ns, &warmup, args.apply_concurrency).await;
     }

@@ -98,9 +98,10 @@ pub(crate) async fn listed_steady_state(
         "  listed steady state: {total} Key Vault requests ({pages} list pages) for {} keys = {:.4} per key per resync (before: {before}); {kv_writes} Key Vault writes, {kube_writes} Kubernetes writes",
         sc.n, per_key_per_resync
     );
+    // Publishing VaultKeys are read every resync by design (older versions are not listed).
     checks.check(
         format!("{}: listed steady state: no per-key read", sc.label),
-        per_key_reads == 0.0,
+        sc.publish || per_key_reads == 0.0,
         format!("{requests:?}"),
     );
     checks.check(

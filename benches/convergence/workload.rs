@@ -12,6 +12,7 @@ pub(crate) fn manifest(
     name: &str,
     key_name: &str,
     kind: KeyKind,
+    publish: bool,
 ) -> VaultKey {
     let shape = match kind {
         KeyKind::Ec => json!({"keyType": "EC", "curve": "P-256"}),
@@ -32,6 +33,9 @@ pub(crate) fn manifest(
     });
     if kind == KeyKind::Rsa {
         spec["keyOps"] = json!(["encrypt", "decrypt"]);
+    }
+    if publish {
+        spec["publish"] = json!({});
     }
     for (k, v) in shape.as_object().expect("object") {
         spec[k] = v.clone();
@@ -108,6 +112,7 @@ pub(crate) async fn floor(
                 &name,
                 &format!("floor-{ns}-{i:05}"),
                 sc.kind,
+                false,
             );
             async move {
                 let desired = validate(&vk).map_err(|e| e.to_string())?;
@@ -276,7 +281,7 @@ pub(crate) async fn apply_all(
             } else {
                 (format!("p-{:05}", i - sc.n), &env.second_vault_url)
             };
-            let vk = manifest(url, ns, &name, &format!("{ns}-{name}"), sc.kind);
+            let vk = manifest(url, ns, &name, &format!("{ns}-{name}"), sc.kind, sc.publish);
             async move {
                 let mut attempt = 0;
                 loop {
