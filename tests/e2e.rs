@@ -405,7 +405,7 @@ async fn deletion_policies() {
     let env = Env::get();
     let client = env.kube().await;
     let ns = fresh_namespace(&client, "delete").await;
-    let _operator = Operator::start(&env, &ns, 5);
+    let operator = Operator::start(&env, &ns, 5);
     let vault = env.vault(&env.purgeable_vault_url);
     let api: Api<VaultKey> = Api::namespaced(client.clone(), &ns);
     let has_finalizer = |vk: &VaultKey| {
@@ -436,6 +436,17 @@ async fn deletion_policies() {
         has_finalizer(&api.get("switched").await.ok()?).then_some(())
     })
     .await;
+    let namespace_label = format!("namespace=\"{ns}\"");
+    let gauges = || async {
+        operator
+            .metrics()
+            .await
+            .into_iter()
+            .map(|(series, _)| series)
+            .filter(|s| s.starts_with("vaultkey_key_ready") && s.contains(&namespace_label))
+            .count()
+    };
+    assert_eq!(gauges().await, 4, "one Ready gauge per VaultKey");
     for name in ["retain", "delete", "purge", "switched"] {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
@@ -445,6 +456,12 @@ async fn deletion_policies() {
         })
         .await;
     }
+    // Each VaultKey's gauges go with it, with or without a finalizer (Retain holds none, so
+    // no cleanup runs for it): the watch's delete is what the operator acts on.
+    eventually("the deleted VaultKeys' gauges removed", WAIT, || async {
+        (gauges().await == 0).then_some(())
+    })
+    .await;
     assert!(
         vault
             .get_key(&format!("retain-{ns}"))

@@ -17,8 +17,8 @@ mod listing;
 pub mod pause;
 mod retire;
 mod session;
+mod tracker;
 
-use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -48,6 +48,7 @@ use failure::{Backoff, reason_for};
 use key_locks::KeyLocks;
 use listing::Listings;
 use session::Session;
+use tracker::WatchTracker;
 
 pub const FINALIZER: &str = "vaultkey.dev/cleanup";
 pub const FIELD_MANAGER: &str = "vaultkey-operator";
@@ -281,58 +282,6 @@ fn intent(obj: &Watched) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Follows one watch: readiness, and the objects that do not decode.
-struct WatchTracker {
-    index: usize,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
-    undecodable: HashSet<String>,
-    /// Filled during a (re)list, swapped in when it is done.
-    relisting: Option<HashSet<String>>,
-}
-
-impl WatchTracker {
-    fn observe(&mut self, event: &Result<watcher::Event<Watched>, watcher::Error>) {
-        use watcher::Event;
-        let key =
-            |obj: &Watched| format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-        match event {
-            Err(e) => {
-                self.health.watch_failed(self.index, e.to_string());
-                return;
-            }
-            Ok(Event::Init) => self.relisting = Some(HashSet::new()),
-            Ok(Event::InitApply(obj)) => {
-                if obj.0.is_err()
-                    && let Some(set) = &mut self.relisting
-                {
-                    set.insert(key(obj));
-                }
-            }
-            Ok(Event::InitDone) => {
-                self.undecodable = self.relisting.take().unwrap_or_default();
-                self.health.watch_synced(self.index);
-            }
-            Ok(Event::Apply(obj)) => {
-                if obj.0.is_err() {
-                    self.undecodable.insert(key(obj));
-                } else {
-                    self.undecodable.remove(&key(obj));
-                }
-            }
-            Ok(Event::Delete(obj)) => {
-                self.undecodable.remove(&key(obj));
-            }
-        }
-        self.health.watch_event(self.index);
-        self.health
-            .set_undecodable(self.index, self.undecodable.len());
-        self.metrics
-            .undecodable_objects
-            .set(i64::try_from(self.health.undecodable()).unwrap_or(i64::MAX));
-    }
-}
-
 async fn run_one(
     watch_scope: Watch,
     ctx: Arc<Context>,
@@ -350,13 +299,7 @@ async fn run_one(
         writer,
         woken,
     } = watch_scope;
-    let mut tracker = WatchTracker {
-        index,
-        health: ctx.health.clone(),
-        metrics: ctx.metrics.clone(),
-        undecodable: HashSet::new(),
-        relisting: None,
-    };
+    let mut tracker = WatchTracker::new(index, ctx.clone());
     // The cache keeps VaultKeys without managedFields (about 40 % of an object) and without
     // kubectl's copy of the last applied manifest (as large as the spec again): the operator
     // never reads them.
