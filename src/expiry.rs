@@ -23,6 +23,18 @@ pub fn unrotated_expiry(
     next_rotation: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Option<UnrotatedExpiry> {
+    let (start, window) = notify_window(policy, latest)?;
+    let expires = latest.expires_on?;
+    let rotates_first = next_rotation.is_some_and(|at| at < expires);
+    (start <= now && now < expires && !rotates_first).then_some(UnrotatedExpiry { expires, window })
+}
+
+/// When the current version enters the policy's Notify window (its expiry less the Notify
+/// action's `timeBeforeExpiry`), and that period as the vault holds it.
+pub fn notify_window(
+    policy: &ObservedPolicy,
+    latest: &ObservedKey,
+) -> Option<(DateTime<Utc>, String)> {
     let expires = latest.expires_on?;
     let window = policy
         .actions
@@ -33,8 +45,7 @@ pub fn unrotated_expiry(
     // A period the operator cannot read (Key Vault also takes hours and minutes) is not
     // guessed at.
     let start = Period::parse(&window).ok()?.before(expires)?;
-    let rotates_first = next_rotation.is_some_and(|at| at < expires);
-    (start <= now && now < expires && !rotates_first).then_some(UnrotatedExpiry { expires, window })
+    Some((start, window))
 }
 
 #[cfg(test)]

@@ -142,6 +142,8 @@ pub(crate) async fn automatic_rotation(
         .iter()
         .map(|(name, (version, _))| (name.clone(), version.clone()))
         .collect();
+    // Memory before the burst of reads and status writes 10,000 rotations bring.
+    let rss_before_mib = status_kib(op.pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
     let (m0, e0) = (op.scrape().await, emulator_counts(env).await);
     let shifted = Instant::now();
     env.admin(
@@ -183,15 +185,19 @@ pub(crate) async fn automatic_rotation(
         "kv_requests_per_rotation": per_key(&requests, per),
         "kube_writes_per_rotation": per_key(&scraped.by("vaultkey_kubernetes_writes_total", "kind"), per),
         "kv_writes": scraped.kv_writes(),
+        "rss_peak_before_mib": round(rss_before_mib, 1),
+        "rss_peak_after_mib": round(status_kib(op.pid, "VmHWM").unwrap_or(0) as f64 / 1024.0, 1),
     });
     println!(
-        "  automatic rotation: {shown} of {} shown in status; seconds p50/p95/max {} / {} / {}; per rotation: Key Vault {} Kubernetes {}",
+        "  automatic rotation: {shown} of {} shown in status; seconds p50/p95/max {} / {} / {}; per rotation: Key Vault {} Kubernetes {}; peak RSS before / after {} / {} MiB",
         sc.n,
         figures["seconds_until_status_shows_it"]["p50"],
         figures["seconds_until_status_shows_it"]["p95"],
         figures["seconds_until_status_shows_it"]["max"],
         figures["kv_requests_per_rotation"],
-        figures["kube_writes_per_rotation"]
+        figures["kube_writes_per_rotation"],
+        figures["rss_peak_before_mib"],
+        figures["rss_peak_after_mib"]
     );
     checks.check(
         format!("{}: every automatic rotation shows in status", sc.label),

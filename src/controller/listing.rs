@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures::channel::mpsc::UnboundedSender;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -60,6 +61,34 @@ impl Scope {
     }
 }
 
+/// The intervals a converged key's reads follow, and the present.
+pub struct Timing {
+    pub resync: Duration,
+    pub verify: Duration,
+    /// The operator's now ([`super::Settings::now`]).
+    pub now: DateTime<Utc>,
+}
+
+impl Timing {
+    /// `wait`, but no later than one resync for a namespace identity (its ServiceAccount is
+    /// looked at again) and no later than `check_by`; `None` when `check_by` has come.
+    fn capped(
+        &self,
+        wait: Duration,
+        scope: &Scope,
+        check_by: Option<DateTime<Utc>>,
+    ) -> Option<Duration> {
+        let mut wait = wait;
+        if scope.identity.is_some() {
+            wait = wait.min(self.resync);
+        }
+        if let Some(at) = check_by {
+            wait = wait.min((at - self.now).to_std().ok().filter(|d| !d.is_zero())?);
+        }
+        Some(wait)
+    }
+}
+
 /// What the last full read of a VaultKey's key saw.
 #[derive(Clone)]
 struct Seen {
@@ -72,6 +101,8 @@ struct Seen {
     read_at: Instant,
     /// A list taken after the read showed the key unchanged.
     vouched: bool,
+    /// A full read is due then whatever the list says (a time passing shows in no list).
+    check_by: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -103,8 +134,10 @@ impl Listings {
         scope: &Scope,
         key_name: &str,
         summary: KeySummary,
+        check_by: Option<DateTime<Utc>>,
     ) {
         let seen = Seen {
+            check_by,
             scope: scope.clone(),
             key_name: key_name.to_lowercase(),
             summary,
@@ -116,23 +149,27 @@ impl Listings {
     }
 
     /// When the vault's list has vouched for the key since its last full read (same spec
-    /// generation, read less than `verify` ago), the reconcile needs no read: how long until
-    /// the next full read is due. A key read before its vault was first listed waits here
-    /// instead of being read once more at the resync cadence it was given then.
-    /// Also returns the scope the read was made in: the identity acting for the key is not in
-    /// the vault's list, so the caller checks it still resolves to the same one.
+    /// generation, read less than `verify` ago, before its `check_by`), the reconcile needs no
+    /// read: how long until the next full read is due, and the scope the read was made in (the
+    /// identity acting for the key is not in the vault's list, so the caller checks it still
+    /// resolves to the same one, once per resync for a namespace identity). A key read before
+    /// its vault was first listed waits here instead of being read once more.
     pub fn vouched_wait(
         &self,
         uid: &str,
         generation: Option<i64>,
-        verify: Duration,
+        timing: &Timing,
     ) -> Option<(Duration, String)> {
         let seen = lock(&self.seen);
         let entry = seen.get(uid)?;
         let scope = entry.scope.id();
         let listed = self.mode(&scope) == VaultMode::Listed;
-        let wait = verify.checked_sub(entry.read_at.elapsed())?;
-        (listed && entry.vouched && entry.generation == generation).then_some((wait, scope))
+        if !(listed && entry.vouched && entry.generation == generation) {
+            return None;
+        }
+        let wait = timing.verify.checked_sub(entry.read_at.elapsed())?;
+        let wait = timing.capped(wait, &entry.scope, entry.check_by)?;
+        Some((wait, scope))
     }
 
     /// The VaultKey is not converged (or gone): the list does not speak for it.
@@ -149,10 +186,18 @@ impl Listings {
     }
 
     /// How long a converged VaultKey of this vault may wait before its next full read.
-    pub fn next_full_read(&self, scope: &str, resync: Duration, verify: Duration) -> Duration {
-        match self.mode(scope) {
-            VaultMode::Listed => verify.max(resync),
-            VaultMode::PerKey(_) => resync,
+    pub fn next_full_read(
+        &self,
+        scope: &Scope,
+        check_by: Option<DateTime<Utc>>,
+        timing: &Timing,
+    ) -> Duration {
+        match self.mode(&scope.id()) {
+            VaultMode::Listed => timing
+                .capped(timing.verify.max(timing.resync), scope, check_by)
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_secs(1)),
+            VaultMode::PerKey(_) => timing.resync,
         }
     }
 
@@ -244,18 +289,48 @@ impl Listings {
                 }
                 (mode, woken)
             }
-            Err(e) if matches!(e.kind, VaultErrorKind::Forbidden) => (
-                VaultMode::PerKey(PerKeyReason::ListRefused(e.to_string())),
-                everyone(),
-            ),
+            Err(e) if matches!(e.kind, VaultErrorKind::Forbidden) => {
+                self.unvouch(keys);
+                (
+                    VaultMode::PerKey(PerKeyReason::ListRefused(e.to_string())),
+                    everyone(),
+                )
+            }
+            // The vault asked for less traffic: no list this round, and no reads either; the
+            // next round lists again.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    VaultErrorKind::Throttled { .. } | VaultErrorKind::Paced { .. }
+                ) =>
+            {
+                (self.mode(vault_url), HashSet::new())
+            }
             Err(e) => {
-                // This round reads each key instead; the next one lists again.
                 warn!(vault = %vault_url, error = %e, "listing the vault's keys failed");
-                (self.mode(vault_url), everyone())
+                match self.mode(vault_url) {
+                    // This round reads each key instead; the next one lists again.
+                    VaultMode::Listed => {
+                        self.unvouch(keys);
+                        (VaultMode::Listed, everyone())
+                    }
+                    // Read every resync anyway.
+                    per_key => (per_key, HashSet::new()),
+                }
             }
         };
         self.set_mode(vault_url, mode);
         woken
+    }
+
+    /// The list no longer speaks for these keys: their next reconcile reads them.
+    fn unvouch(&self, keys: &[(Watcher, Seen)]) {
+        let mut seen = lock(&self.seen);
+        for (watcher, _) in keys {
+            if let Some(entry) = seen.get_mut(&watcher.uid) {
+                entry.vouched = false;
+            }
+        }
     }
 
     /// Listed and never-listed vaults are listed every round; a sparse one as soon as its
@@ -344,7 +419,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyvault::tags_digest;
+    use crate::keyvault::{Operation, VaultError, tags_digest};
     use chrono::{TimeZone, Utc};
     use std::collections::BTreeMap;
 
@@ -375,6 +450,7 @@ mod tests {
                 generation: Some(1),
                 read_at: Instant::now(),
                 vouched: false,
+                check_by: None,
             },
         )
     }
@@ -454,6 +530,7 @@ mod tests {
         let listings = Listings::default();
         let url = "https://v.vault.azure.net";
         let verify = Duration::from_secs(3_600);
+        let at = |verify| timing(verify, Utc::now());
         let keys = [key("a", "a", summary(10)), key("b", "b", summary(10))];
         let scope = keys[0].1.scope.clone();
         for (watcher, seen) in &keys {
@@ -463,10 +540,11 @@ mod tests {
                 &scope,
                 &seen.key_name,
                 seen.summary.clone(),
+                None,
             );
         }
         assert_eq!(
-            listings.vouched_wait("a", Some(1), verify),
+            listings.vouched_wait("a", Some(1), &at(verify)),
             None,
             "not listed yet"
         );
@@ -477,49 +555,142 @@ mod tests {
         );
         assert_eq!(woken, ["b"].map(str::to_owned).into());
         let (wait, vouched_scope) = listings
-            .vouched_wait("a", Some(1), verify)
+            .vouched_wait("a", Some(1), &at(verify))
             .expect("vouched");
         assert!(wait <= verify && wait > verify - Duration::from_secs(60));
         assert_eq!(vouched_scope, url, "read with the operator's identity");
         assert_eq!(
-            listings.vouched_wait("b", Some(1), verify),
+            listings.vouched_wait("b", Some(1), &at(verify)),
             None,
             "changed: read it"
         );
         // Vouched once, then changed: woken, and no longer vouched for.
         let woken = listings.take(url, &keys, Ok(listing(1, &[("a", summary(12))])));
         assert_eq!(woken, ["a", "b"].map(str::to_owned).into());
-        assert_eq!(listings.vouched_wait("a", Some(1), verify), None);
+        assert_eq!(listings.vouched_wait("a", Some(1), &at(verify)), None);
         listings.take(
             url,
             &keys,
             Ok(listing(1, &[("a", summary(10)), ("b", summary(10))])),
         );
         assert_eq!(
-            listings.vouched_wait("a", Some(2), verify),
+            listings.vouched_wait("a", Some(2), &at(verify)),
             None,
             "a new spec: read it"
         );
         assert_eq!(
-            listings.vouched_wait("a", Some(1), Duration::ZERO),
+            listings.vouched_wait("a", Some(1), &at(Duration::ZERO)),
             None,
             "verify due"
         );
-        // A fresh read starts over: vouched again only by the next list.
-        listings.record("a", Some(1), &scope, "a", summary(10));
-        assert_eq!(listings.vouched_wait("a", Some(1), verify), None);
-        // A refused list vouches for nothing and wakes everyone.
-        let refused = crate::keyvault::VaultError::new(
-            VaultErrorKind::Forbidden,
-            crate::keyvault::Operation::ListKeys,
-            "403 Forbidden",
+        // A list that fails for another reason wakes a listed vault's keys to be read, and
+        // vouches for none until a list does again.
+        let unavailable = VaultError::new(VaultErrorKind::ServerError, Operation::ListKeys, "503");
+        assert_eq!(listings.take(url, &keys, Err(unavailable)).len(), 2);
+        assert_eq!(listings.mode(url), VaultMode::Listed);
+        assert_eq!(listings.vouched_wait("a", Some(1), &at(verify)), None);
+        listings.take(
+            url,
+            &keys,
+            Ok(listing(1, &[("a", summary(10)), ("b", summary(10))])),
         );
+        // Throttled: no list, no reads, nothing changes.
+        let throttled = VaultError::new(
+            VaultErrorKind::Throttled {
+                retry_after: Duration::from_secs(5),
+            },
+            Operation::ListKeys,
+            "429",
+        );
+        assert!(listings.take(url, &keys, Err(throttled)).is_empty());
+        assert!(listings.vouched_wait("a", Some(1), &at(verify)).is_some());
+        // A fresh read starts over: vouched again only by the next list.
+        listings.record("a", Some(1), &scope, "a", summary(10), None);
+        assert_eq!(listings.vouched_wait("a", Some(1), &at(verify)), None);
+        // A refused list vouches for nothing and wakes everyone.
+        let refused = VaultError::new(VaultErrorKind::Forbidden, Operation::ListKeys, "403");
         assert_eq!(listings.take(url, &keys, Err(refused)).len(), 2);
         assert!(matches!(
             listings.mode(url),
             VaultMode::PerKey(PerKeyReason::ListRefused(_))
         ));
-        assert_eq!(listings.vouched_wait("b", Some(1), verify), None);
+        assert_eq!(listings.vouched_wait("b", Some(1), &at(verify)), None);
+        // Not listed: a failing list wakes nobody (they are read every resync anyway).
+        let unavailable = VaultError::new(VaultErrorKind::ServerError, Operation::ListKeys, "503");
+        assert!(listings.take(url, &keys, Err(unavailable)).is_empty());
+    }
+
+    #[test]
+    fn a_time_the_list_cannot_show_and_a_namespace_identity_shorten_the_wait() {
+        let listings = Listings::default();
+        let url = "https://v.vault.azure.net";
+        let (verify, now) = (Duration::from_secs(86_400), Utc::now());
+        let keys = [key("a", "a", summary(10))];
+        let scope = keys[0].1.scope.clone();
+        // The Notify window opens in an hour: read then, whatever the list says.
+        let notify = now + chrono::Duration::hours(1);
+        listings.record("a", Some(1), &scope, "a", summary(10), Some(notify));
+        listings.take(url, &keys, Ok(listing(1, &[("a", summary(10))])));
+        let (wait, _) = listings
+            .vouched_wait("a", Some(1), &timing(verify, now))
+            .expect("vouched");
+        assert!(wait <= Duration::from_secs(3_600), "{wait:?}");
+        assert_eq!(
+            listings.next_full_read(&scope, Some(notify), &timing(verify, now)),
+            Duration::from_secs(3_600)
+        );
+        assert_eq!(
+            listings.vouched_wait("a", Some(1), &timing(verify, notify)),
+            None,
+            "the window opened: read it"
+        );
+        // A namespace identity is looked at again every resync.
+        let team = Scope {
+            vault_url: url.into(),
+            identity: Some(VaultIdentity {
+                key: "team-a/kv".into(),
+                credential: std::sync::Arc::new(NoToken),
+            }),
+        };
+        assert_eq!(
+            listings.next_full_read(&team, None, &timing(verify, now)),
+            Duration::from_secs(300),
+            "not listed yet: every resync"
+        );
+        listings.set_mode(&team.id(), VaultMode::Listed);
+        assert_eq!(
+            listings.next_full_read(&team, None, &timing(verify, now)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            listings.next_full_read(&scope, None, &timing(verify, now)),
+            verify
+        );
+    }
+
+    #[derive(Debug)]
+    struct NoToken;
+
+    #[async_trait::async_trait]
+    impl azure_core::credentials::TokenCredential for NoToken {
+        async fn get_token(
+            &self,
+            _scopes: &[&str],
+            _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+            Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                "no token in unit tests",
+            ))
+        }
+    }
+
+    fn timing(verify: Duration, now: DateTime<Utc>) -> Timing {
+        Timing {
+            resync: Duration::from_secs(300),
+            verify,
+            now,
+        }
     }
 
     #[test]
@@ -527,16 +698,21 @@ mod tests {
         let listings = Listings::default();
         let (resync, verify) = (Duration::from_secs(300), Duration::from_secs(86_400));
         let url = "https://v.vault.azure.net";
-        assert_eq!(listings.next_full_read(url, resync, verify), resync);
+        let scope = Scope {
+            vault_url: url.into(),
+            identity: None,
+        };
+        let t = timing(verify, Utc::now());
+        assert_eq!(listings.next_full_read(&scope, None, &t), resync);
         listings.set_mode(url, VaultMode::Listed);
-        assert_eq!(listings.next_full_read(url, resync, verify), verify);
+        assert_eq!(listings.next_full_read(&scope, None, &t), verify);
         assert!(listings.due(url, verify, 1));
         assert_eq!(listings.note(url), None);
         listings.set_mode(
             url,
             VaultMode::PerKey(PerKeyReason::ListRefused("403 Forbidden".into())),
         );
-        assert_eq!(listings.next_full_read(url, resync, verify), resync);
+        assert_eq!(listings.next_full_read(&scope, None, &t), resync);
         assert!(
             !listings.due(url, verify, 1_000),
             "a refused list is retried per verify interval"

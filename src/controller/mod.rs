@@ -431,7 +431,8 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
     let key = object_key(vk);
     if let Some(wait) = vouched(vk, ctx).await {
         ctx.metrics.reconcile_outcome("vouched");
-        return Ok(Action::requeue(jittered(wait, &key)));
+        // Never early: an early wake-up would be vouched for again, for what is left.
+        return Ok(Action::requeue(wait + jitter(wait, &key)));
     }
     let mut session = Session::new(vk, ctx);
     let outcome = session.converge(api).await;
@@ -465,19 +466,17 @@ async fn apply(vk: &VaultKey, ctx: &Context, api: &Api<VaultKey>) -> Result<Acti
             let mut next_read = ctx.settings.resync_interval;
             let mut message = match (&session.latest, vk.uid()) {
                 (Some(latest), Some(uid)) => {
+                    let check_by = session.check_by();
                     ctx.listings.record(
                         &uid,
                         vk.meta().generation,
                         &scope,
                         &session.key_name,
                         latest.into(),
+                        check_by,
                     );
                     if !reads_every_resync(&vk.spec) {
-                        next_read = ctx.listings.next_full_read(
-                            &scope_id,
-                            ctx.settings.resync_interval,
-                            ctx.settings.verify_interval,
-                        );
+                        next_read = ctx.listings.next_full_read(&scope, check_by, &timing(ctx));
                     }
                     format!("key {} is at version {}", session.key_name, latest.version)
                 }
@@ -529,17 +528,27 @@ fn reads_every_resync(spec: &crate::api::VaultKeySpec) -> bool {
     spec.import.is_some() || spec.publish.is_some() || spec.retention.is_some()
 }
 
+fn timing(ctx: &Context) -> listing::Timing {
+    listing::Timing {
+        resync: ctx.settings.resync_interval,
+        verify: ctx.settings.verify_interval,
+        now: ctx.settings.now(),
+    }
+}
+
 /// A converged VaultKey whose key the vault's list has shown unchanged since its last full
 /// read: nothing to read or write until its verify interval is over.
 async fn vouched(vk: &VaultKey, ctx: &Context) -> Option<Duration> {
     if !is_ready_now(vk) || reads_every_resync(&vk.spec) {
         return None;
     }
-    let (wait, scope) = ctx.listings.vouched_wait(
-        &vk.uid()?,
-        vk.meta().generation,
-        ctx.settings.verify_interval,
-    )?;
+    if pause::shows_paused(vk) {
+        // Only the full pass takes the Paused condition away once the annotation is gone.
+        return None;
+    }
+    let (wait, scope) =
+        ctx.listings
+            .vouched_wait(&vk.uid()?, vk.meta().generation, &timing(ctx))?;
     // The identity acting for the key (its ServiceAccount, annotations, federation) is not in
     // the vault's list: it must still resolve, to the same one, or the full pass says why not.
     let acting = Session::new(vk, ctx).acting_scope().await.ok()?;
@@ -577,6 +586,16 @@ async fn paced(
 }
 
 /// Spreads resyncs over ±10% of the interval so keys created together do not resync together.
+/// A key's own share of a tenth of `interval` (the same every time for a key), so keys due
+/// together spread out.
+fn jitter(interval: Duration, key: &str) -> Duration {
+    let hash = key
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let spread = interval.as_millis() as u64 / 10;
+    Duration::from_millis(hash.checked_rem(spread).unwrap_or(0))
+}
+
 fn jittered(interval: Duration, key: &str) -> Duration {
     let hash = key
         .bytes()

@@ -236,6 +236,17 @@ impl<'a> Session<'a> {
 
     /// One Warning per version that is inside the policy's Notify window and expires before any
     /// rotation: status remembers the version announced, so resyncs do not repeat it.
+    /// When a full read must happen whatever the vault's list says: the current version
+    /// entering its Notify window (a time passing changes nothing the list shows), unless its
+    /// warning was already given.
+    pub fn check_by(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let (policy, latest) = (self.policy.as_ref()?, self.latest.as_ref()?);
+        if self.memory.expiry_warned_version.as_deref() == Some(latest.version.as_str()) {
+            return None;
+        }
+        crate::expiry::notify_window(policy, latest).map(|(start, _)| start)
+    }
+
     async fn warn_unrotated_expiry(&mut self) {
         let (Some(policy), Some(latest)) = (&self.policy, &self.latest) else {
             return;

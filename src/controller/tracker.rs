@@ -107,5 +107,6 @@ impl WatchTracker {
         self.ctx.metrics.forget_key(namespace, name);
         self.ctx.public_keys.forget(uid);
         self.ctx.listings.forget(uid);
+        self.ctx.backoff.reset(key);
     }
 }

@@ -39,6 +39,8 @@ impl Session<'_> {
             });
         }
         self.refresh_versions(vault).await.map_err(Failure::Vault)?;
+        // Publishing what the vault holds writes to Kubernetes only, never to the vault.
+        self.publish(vault).await?;
         match observation {
             Observation::Differs(fields) => Err(Failure::Drifted(fields)),
             _ => Ok(()),
