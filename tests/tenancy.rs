@@ -118,6 +118,39 @@ const RESYNC_SECONDS: u64 = 2;
 /// Several resyncs of a converged key.
 const WINDOW: Duration = Duration::from_secs(8);
 
+/// A converged VaultKey whose vault's list vouches for it (no reads until the verify
+/// interval) still loses its Paused condition as soon as the annotation goes: only a full pass
+/// takes the condition away, so a VaultKey showing it is never vouched for.
+#[tokio::test(flavor = "multi_thread")]
+async fn unpausing_a_key_the_list_vouches_for_clears_its_paused_condition() {
+    let scenario = Scenario::shared("vouched-pause").await;
+    let env = &scenario.env;
+    let _operator = scenario.start_operator(&[
+        "--resync-seconds",
+        &RESYNC_SECONDS.to_string(),
+        "--verify-interval-seconds",
+        "3600",
+    ]);
+    scenario
+        .create_vaultkey("k", &env.vault_url, "  keyType: EC\n")
+        .await;
+    scenario.wait_ready("k", "True").await;
+    tokio::time::sleep(Duration::from_secs(3 * RESYNC_SECONDS)).await;
+    annotate(&scenario, "k", Some("true")).await;
+    wait_paused(&scenario, "k", "Annotation").await;
+    annotate(&scenario, "k", None).await;
+    eventually(
+        "the Paused condition gone",
+        Duration::from_secs(5 * RESYNC_SECONDS),
+        || async {
+            let vk = scenario.vaultkey("k").await;
+            paused_condition(&vk).is_none().then_some(())
+        },
+    )
+    .await;
+    scenario.wait_ready("k", "True").await;
+}
+
 /// A paused VaultKey costs no vault request and no write over several resyncs, even when its
 /// spec changes; removing the annotation applies that change.
 #[tokio::test(flavor = "multi_thread")]
