@@ -520,6 +520,7 @@ mod tests {
                 "policyUnset": "default", "patchClearsUnsentDates": false,
                 "omitEmptyKeyOps": false, "rsaLeadingZero": false, "foreignErrorCodes": false,
                 "versionsOrder": "newest-first", "omitExportable": false, "purgeRefusedAs500": false,
+                "patchKeepsUpdated": false,
             }, "vaults": {}})
         );
         for bad in [
