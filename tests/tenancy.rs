@@ -443,30 +443,33 @@ async fn service_account(scenario: &Scenario, name: &str, annotations: Value) {
         .expect("ServiceAccount created");
 }
 
-/// Who the emulator saw asking, for one key: caller -> requests.
-async fn callers(env: &Env, key: &str) -> BTreeMap<String, u64> {
+/// From the emulator's `/identities`: the `count`s of the `list` entries whose `field` is
+/// `value`, summed by their `by` field.
+async fn identity_counts(
+    env: &Env,
+    list: &str,
+    (field, value): (&str, &str),
+    by: &str,
+) -> BTreeMap<String, u64> {
     let snapshot = admin_get(env, "/identities").await;
     let mut out = BTreeMap::new();
-    for c in snapshot["callers"].as_array().expect("callers") {
-        if c["key"] == key {
-            *out.entry(c["caller"].as_str().unwrap_or("?").to_owned())
-                .or_default() += c["count"].as_u64().unwrap_or(0);
+    for entry in snapshot[list].as_array().expect("an /identities list") {
+        if entry[field] == value {
+            *out.entry(entry[by].as_str().unwrap_or("?").to_owned())
+                .or_default() += entry["count"].as_u64().unwrap_or(0);
         }
     }
     out
 }
 
+/// Who the emulator saw asking, for one key: caller -> requests.
+async fn callers(env: &Env, key: &str) -> BTreeMap<String, u64> {
+    identity_counts(env, "callers", ("key", key), "caller").await
+}
+
 /// Token exchanges of a client id: outcome -> count.
 async fn exchanges(env: &Env, client_id: &str) -> BTreeMap<String, u64> {
-    let snapshot = admin_get(env, "/identities").await;
-    let mut out = BTreeMap::new();
-    for e in snapshot["exchanges"].as_array().expect("exchanges") {
-        if e["clientId"] == client_id {
-            *out.entry(e["outcome"].as_str().unwrap_or("?").to_owned())
-                .or_default() += e["count"].as_u64().unwrap_or(0);
-        }
-    }
-    out
+    identity_counts(env, "exchanges", ("clientId", client_id), "outcome").await
 }
 
 /// Lifetime of the access tokens the test identity gets: azure_identity renews a token five

@@ -105,26 +105,37 @@ async fn serve_tls_connection(
     drop(socket);
 }
 
-/// Serves the management API until `shutdown` changes.
-pub async fn serve_admin(
+/// Accepts connections until `shutdown` changes, each served on its own task.
+async fn accept_until<F, Fut>(
     listener: TcpListener,
-    app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
-) {
+    what: &'static str,
+    serve: F,
+) where
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
+                    tracing::warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => break,
         };
+        tokio::spawn(serve(tcp));
+    }
+}
+
+/// Serves the management API until `shutdown` changes.
+pub async fn serve_admin(listener: TcpListener, app: Arc<App>, shutdown: watch::Receiver<bool>) {
+    accept_until(listener, shutdown, "admin", move |tcp| {
         let app = app.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(admin::handle(app, req).await) }
@@ -136,8 +147,9 @@ pub async fn serve_admin(
             {
                 tracing::debug!(error = %e, "admin connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Serves the Azure AD token endpoint (HTTPS, the emulator's CA) until `shutdown` changes.
@@ -145,22 +157,11 @@ pub async fn serve_login(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Arc<App>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "login accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
+    accept_until(listener, shutdown, "login", move |tcp| {
         let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
+        async move {
             let Ok(Ok(tls)) =
                 tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             else {
@@ -177,8 +178,9 @@ pub async fn serve_login(
             {
                 tracing::debug!(error = %e, "login connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token`. Never logs the assertion or the token.
