@@ -37,18 +37,6 @@ const DRIFT: &str = "  keyType: RSA\n  keySize: 2048\n  keyOps: [encrypt, decryp
 
 const RESYNC_SECONDS: &str = "2";
 
-/// Vault operations that change the vault.
-const WRITES: &[&str] = &[
-    "create_key",
-    "import_key",
-    "update_key",
-    "set_rotation_policy",
-    "rotate_key",
-    "delete_key",
-    "purge_deleted_key",
-    "recover_deleted_key",
-];
-
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .unwrap()
@@ -72,7 +60,7 @@ fn writes(stats: &Stats) -> BTreeMap<String, u64> {
     stats
         .operations()
         .into_iter()
-        .filter(|(op, _)| WRITES.contains(&op.as_str()))
+        .filter(|(op, _)| VAULT_WRITES.contains(&op.as_str()))
         .collect()
 }
 

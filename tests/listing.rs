@@ -18,19 +18,11 @@ use reliability_support::*;
 use support::*;
 
 const VAULT: &str = "listed";
-const WRITES: [&str; 8] = [
-    "create_key",
-    "import_key",
-    "update_key",
-    "set_rotation_policy",
-    "rotate_key",
-    "delete_key",
-    "recover_deleted_key",
-    "purge_deleted_key",
-];
-
 fn writes(stats: &Stats) -> u64 {
-    WRITES.iter().map(|op| stats.count_in(VAULT, op)).sum()
+    VAULT_WRITES
+        .iter()
+        .map(|op| stats.count_in(VAULT, op))
+        .sum()
 }
 
 /// Soft-deletes the test's keys (a soft-deleted key is not in the list), so the next test's

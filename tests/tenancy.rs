@@ -21,18 +21,6 @@ use vaultkey_operator::keyvault::{CreateKey, KeyProperties};
 use reliability_support::*;
 use support::*;
 
-/// Operations that change the vault.
-const WRITES: [&str; 8] = [
-    "create_key",
-    "import_key",
-    "update_key",
-    "rotate_key",
-    "set_rotation_policy",
-    "delete_key",
-    "purge_deleted_key",
-    "recover_deleted_key",
-];
-
 /// Requests the emulator received for one key, per operation.
 async fn key_requests(env: &Env, vault: &str, key: &str) -> BTreeMap<String, u64> {
     let stats = admin_get(env, "/stats").await;
@@ -51,7 +39,7 @@ fn total(requests: &BTreeMap<String, u64>) -> u64 {
 }
 
 fn writes(requests: &BTreeMap<String, u64>) -> u64 {
-    WRITES
+    VAULT_WRITES
         .iter()
         .map(|op| requests.get(*op).copied().unwrap_or(0))
         .sum()

@@ -586,25 +586,26 @@ async fn paced(
 }
 
 /// Spreads resyncs over ±10% of the interval so keys created together do not resync together.
+/// A number of the key's own, the same every time: where it falls inside a spread.
+fn key_hash(key: &str) -> u64 {
+    key.bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+}
+
 /// A key's own share of a tenth of `interval` (the same every time for a key), so keys due
 /// together spread out.
 fn jitter(interval: Duration, key: &str) -> Duration {
-    let hash = key
-        .bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let spread = interval.as_millis() as u64 / 10;
-    Duration::from_millis(hash.checked_rem(spread).unwrap_or(0))
+    Duration::from_millis(key_hash(key).checked_rem(spread).unwrap_or(0))
 }
 
+/// `interval` ± 10 %, at the key's own place in that spread.
 fn jittered(interval: Duration, key: &str) -> Duration {
-    let hash = key
-        .bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let spread = interval.as_millis() as u64 / 5;
     if spread == 0 {
         return interval;
     }
-    interval - Duration::from_millis(spread / 2) + Duration::from_millis(hash % spread)
+    interval - Duration::from_millis(spread / 2) + Duration::from_millis(key_hash(key) % spread)
 }
 
 #[cfg(test)]

@@ -271,6 +271,18 @@ pub async fn admin_get(env: &Env, path: &str) -> Value {
     serde_json::from_str(&text).expect("emulator admin JSON")
 }
 
+/// Emulator operations (its `/stats` names) that change the vault.
+pub const VAULT_WRITES: [&str; 8] = [
+    "create_key",
+    "import_key",
+    "update_key",
+    "set_rotation_policy",
+    "rotate_key",
+    "delete_key",
+    "recover_deleted_key",
+    "purge_deleted_key",
+];
+
 /// Emulator request and fault counters, aggregated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
