@@ -525,7 +525,7 @@ async fn invalid_manifests_are_rejected_at_apply_time() {
         ),
         (
             "keyType: RSA\n  keySize: 1024",
-            "RSA keySize must be 2048, 3072 or 4096",
+            "RSA keySize must be one of [2048, 3072, 4096]",
         ),
         ("keyType: RSA\n  curve: P-256", "curve applies only to EC"),
         (

@@ -1827,7 +1827,7 @@ async fn invalid_manifest_corpus_is_rejected_naming_the_field() {
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: oct\n".into(), "spec.keyType: Unsupported value"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n  keySize: big\n".into(), "spec.keySize"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n  keySize: 2048.5\n".into(), "spec.keySize"),
-        ("  vaultUrl: https://v.vault.azure.net\n  keyType: oct-HSM\n  keySize: 2048\n".into(), "oct-HSM keySize must be 128, 192 or 256"),
+        ("  vaultUrl: https://v.vault.azure.net\n  keyType: oct-HSM\n  keySize: 2048\n".into(), "oct-HSM keySize must be one of [128, 192, 256]"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: EC\n  curve: P-192\n".into(), "spec.curve: Unsupported value"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: EC\n  publicExponent: 3\n".into(), "publicExponent applies only to RSA"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n  publicExponent: 1\n".into(), "spec.publicExponent"),
