@@ -10,7 +10,7 @@
 //! same libraries). Needs root (chroot), python3, tar and ldd; nothing skips.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -250,22 +250,38 @@ fn the_archive_is_reproducible_and_named() {
     );
 }
 
-/// Every path under `root` with its type, mode, owner and (for files) content.
-fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, Option<Vec<u8>>)> {
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut BTreeMap<PathBuf, (u32, u32, u32, Option<Vec<u8>>)>,
-    ) {
+/// A path in an unpacked image: type and permission bits, owner, and what it holds (a file's
+/// bytes, a symlink's target).
+struct Entry {
+    mode: u32,
+    owner: (u32, u32),
+    content: Option<Vec<u8>>,
+}
+
+/// Every path under `root`, relative to it.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let meta = std::fs::symlink_metadata(&path).unwrap();
-            let content = meta.is_file().then(|| std::fs::read(&path).unwrap());
-            let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            out.insert(
-                rel,
-                (meta.permissions().mode(), meta.uid(), meta.gid(), content),
-            );
+            let content = if meta.is_file() {
+                Some(std::fs::read(&path).unwrap())
+            } else if meta.is_symlink() {
+                Some(
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+            } else {
+                None
+            };
+            let entry = Entry {
+                mode: meta.mode(),
+                owner: (meta.uid(), meta.gid()),
+                content,
+            };
+            out.insert(path.strip_prefix(root).unwrap().to_path_buf(), entry);
             if meta.is_dir() {
                 walk(root, &path, out);
             }
@@ -280,18 +296,18 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, Option<Vec<u8>>)> {
 fn the_layer_is_the_dockerfiles_rootfs() {
     let b = built();
     let (layer, rootfs) = (tree(&b.layer), tree(&b.rootfs));
-    let names = |t: &BTreeMap<PathBuf, _>| t.keys().cloned().collect::<Vec<_>>();
+    let names = |t: &BTreeMap<PathBuf, Entry>| t.keys().cloned().collect::<Vec<_>>();
     assert_eq!(names(&layer), names(&rootfs));
-    for (path, (mode, uid, gid, content)) in &layer {
+    for (path, entry) in &layer {
         let other = &rootfs[path];
         assert_eq!(
-            (*mode, *uid, *gid),
-            (other.0, other.1, other.2),
+            (entry.mode, entry.owner),
+            (other.mode, other.owner),
             "{}",
             path.display()
         );
-        assert!(*content == other.3, "{} differs", path.display());
-        assert_eq!((*uid, *gid), (0, 0), "{} is owned by root", path.display());
+        assert!(entry.content == other.content, "{} differs", path.display());
+        assert_eq!(entry.owner, (0, 0), "{} is owned by root", path.display());
     }
 }
 
@@ -344,9 +360,9 @@ fn the_binary_runs_from_the_image_as_65532() {
     );
     // The binary needs no writable file: the layer holds no /tmp (the chart mounts the root
     // filesystem read-only), and no path in it is writable by 65532.
-    for (path, (mode, uid, _, _)) in tree(layer) {
+    for (path, entry) in tree(layer) {
         assert!(
-            uid == 0 && mode & 0o022 == 0,
+            entry.owner.0 == 0 && entry.mode & 0o022 == 0,
             "{} is writable by a non-root user",
             path.display()
         );
