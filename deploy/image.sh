@@ -26,8 +26,6 @@
 # Debian's ca-certificates (installed with apt-get when missing and running as root).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-
 # The final stage's settings; the Dockerfile repeats them (tests/image.rs compares).
 image_user=65532:65532
 image_entrypoint='["/vaultkey-operator"]'

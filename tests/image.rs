@@ -4,10 +4,13 @@
 //! - the archive is reproducible (same binary, same bytes);
 //! - the archive's layer is exactly what `deploy/image.sh rootfs` (the Dockerfile's step)
 //!   produces, holds Debian's CA bundle and the nonroot user, and the binary runs from it as
-//!   65532 — proof that the shared libraries the script copies are all the binary needs.
+//!   65532 — proof that the shared libraries the script copies are all the binary needs;
+//! - the pause image is reproducible, holds only its static program, and that program exits 0 on
+//!   SIGTERM and SIGINT.
 //!
 //! Built from this build's operator binary (debug here, release in the Dockerfile: both link the
-//! same libraries). Needs root (chroot), python3, tar and ldd; nothing skips.
+//! same libraries). Needs root (chroot), python3, tar, ldd and gcc with a static libc (the pause
+//! program); nothing skips.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -366,5 +369,95 @@ fn the_binary_runs_from_the_image_as_65532() {
             "{} is writable by a non-root user",
             path.display()
         );
+    }
+}
+
+#[test]
+fn the_pause_image_is_reproducible_and_stops_on_sigterm() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pause-image");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let archives = [dir.join("a.tar"), dir.join("b.tar")];
+    for archive in &archives {
+        run(script()
+            .arg("pause")
+            .arg(archive)
+            .arg("registry.k8s.io/pause:test"));
+    }
+    assert!(
+        std::fs::read(&archives[0]).unwrap() == std::fs::read(&archives[1]).unwrap(),
+        "two pause archives differ"
+    );
+
+    let layout = dir.join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&archives[0])
+        .arg("-C")
+        .arg(&layout));
+    let blob = |digest: &Value| {
+        let digest = digest.as_str().expect("a digest");
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob(&index["manifests"][0]["digest"])).unwrap())
+            .unwrap();
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(blob(&manifest["config"]["digest"])).unwrap())
+            .unwrap();
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/pause"])
+    );
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(blob(&manifest["layers"][0]["digest"]))
+        .arg("-C")
+        .arg(&rootfs));
+    let names: Vec<_> = tree(&rootfs).into_keys().collect();
+    assert_eq!(names, [PathBuf::from("pause")], "only the static program");
+
+    // The kubelet stops a sandbox with SIGTERM and counts anything but exit 0 as a failure.
+    for signal in ["TERM", "INT"] {
+        let mut child = Command::new(rootfs.join("pause"))
+            .env_clear()
+            .spawn()
+            .expect("the pause program starts (static: no loader needed)");
+        // Signalled only once it catches SIGTERM and SIGINT (bits 14 and 1 of SigCgt): a
+        // signal before that kills it whatever its handlers, and the test would be flaky.
+        let status_file = format!("/proc/{}/status", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "pause exited before the signal"
+            );
+            let status = std::fs::read_to_string(&status_file).unwrap();
+            let caught = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .expect("SigCgt in /proc/PID/status");
+            if caught & (1 << 14) != 0 && caught & (1 << 1) != 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pause never installed its handlers"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        run(Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string()));
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "after SIG{signal}: {status}");
     }
 }
