@@ -653,8 +653,9 @@ async fn backoff_holds_when_the_error_changes_between_attempts() {
         json!({"window_seconds": window.as_secs(), "vault_reads": attempts, "events": warnings}),
     );
     assert!(operator.is_running());
-    // Backoff from the first failure: attempts at 0, 2, 6 and 14 s (the next at 30 s); one
-    // more for the first status write.
+    // Backoff from the first failure: attempts at 0, 5 and 15 s (the next at 35 s), within the
+    // bound of 6 that the former 2 s backoff (0, 2, 6, 14 s, one more for the first status
+    // write) also kept.
     assert!(
         attempts <= 6.0,
         "{attempts} reads of a failing vault in {window:?} (backoff allows about 5): each change of the error message wrote status, and the operator's own status write started the next attempt at once"
