@@ -841,7 +841,15 @@ fn deployment_is_hardened_and_configured_from_values() {
 /// The credential setups the READMEs document, as `--set` arguments with placeholders:
 /// (name, values, --azure-credential, env the chart sets, pod labelled for the webhook,
 /// ServiceAccount annotations).
-const CREDENTIAL_SETUPS: &[(&str, &str, &str, &[&str], bool, &[&str])] = &[
+type CredentialSetup = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    bool,
+    &'static [&'static str],
+);
+const CREDENTIAL_SETUPS: &[CredentialSetup] = &[
     (
         "workload identity, token mounted by the chart",
         "--set azure.workloadIdentity.clientId=<client id>,azure.workloadIdentity.tenantId=<tenant id>",
