@@ -1,14 +1,21 @@
-//! Readiness: a pod is Ready when the operator can do its work. A leader needs every watch
-//! listed and not failing; a standby (or a leader whose watch is failing) needs the API
-//! server to answer a list of VaultKeys. `/readyz` asks [`Health::check`].
+//! Readiness: a pod is Ready when the operator can do its work. Every instance needs the API
+//! server to answer a list of VaultKeys within [`PROBE_TIMEOUT`], now: a watch that listed
+//! once says nothing about a route that has gone since (an idle watch notices only when its
+//! connection times out, minutes later). A leader also needs every watch listed and not
+//! failing. `/readyz` asks [`Health::check`].
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 
 use crate::api::VaultKey;
+
+/// How long the readiness list may take: under the chart's probe timeout (3 s), so that the
+/// probe reads the reason instead of timing out.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct Health {
@@ -93,22 +100,24 @@ impl Health {
         } else {
             None
         };
-        if !self.leading.load(Ordering::SeqCst) || failing.is_some() {
+        // Asked on every probe, also of a leader whose watches look fine (see the module doc).
+        let api: Api<PartialObjectMeta<VaultKey>> = match &self.probe_namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let params = ListParams::default().limit(1);
+        let answer = match tokio::time::timeout(PROBE_TIMEOUT, api.list_metadata(&params)).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        };
+        answer.map_err(|e| match &failing {
             // A failing watch is retried with backoff; the API server answering a list now
             // says the next attempt will work.
-            let api: Api<PartialObjectMeta<VaultKey>> = match &self.probe_namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            api.list_metadata(&ListParams::default().limit(1))
-                .await
-                .map_err(|e| match &failing {
-                    Some(watch) => {
-                        format!("the VaultKey watch is failing ({watch}) and a list fails too: {e}")
-                    }
-                    None => format!("the API server does not answer a list of VaultKeys: {e}"),
-                })?;
-        }
+            Some(watch) => {
+                format!("the VaultKey watch is failing ({watch}) and a list fails too: {e}")
+            }
+            None => format!("the API server does not answer a list of VaultKeys: {e}"),
+        })?;
         Ok(())
     }
 }

@@ -224,7 +224,23 @@ fn credential_source(args: &RunArgs) -> Result<CredentialSource, String> {
         CredentialKind::Auto => {
             return Err("no Azure credential configured: run with Azure Workload Identity (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE) or pass --azure-credential managed-identity | client-secret | azure-cli".into());
         }
-        CredentialKind::WorkloadIdentity => CredentialSource::WorkloadIdentity,
+        CredentialKind::WorkloadIdentity => {
+            let missing: Vec<&str> = [
+                "AZURE_TENANT_ID",
+                "AZURE_CLIENT_ID",
+                "AZURE_FEDERATED_TOKEN_FILE",
+            ]
+            .into_iter()
+            .filter(|name| env(name).is_none())
+            .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "--azure-credential workload-identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE; not set: {}. In a cluster either the chart sets them with a token it mounts (azure.workloadIdentity.webhook=false, clientId and tenantId), or the Azure Workload Identity webhook injects them into pods labelled azure.workload.identity/use: \"true\" whose ServiceAccount has the azure.workload.identity/client-id annotation (is the webhook installed?)",
+                    missing.join(", ")
+                ));
+            }
+            CredentialSource::WorkloadIdentity
+        }
         CredentialKind::ManagedIdentity => CredentialSource::ManagedIdentity {
             client_id: args.managed_identity_client_id.clone(),
         },

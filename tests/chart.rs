@@ -32,6 +32,10 @@ use support::{Env, events_once, eventually, fresh_namespace, get_vk};
 
 const RELEASE: &str = "vaultkey-operator";
 const DEPLOY_NAMESPACE: &str = "vaultkey-system";
+/// The values deploy/vaultkey-operator.yaml is rendered with (tests/env/render-deploy.sh): a
+/// static manifest cannot take a client id at install, so it relies on the Azure Workload
+/// Identity webhook, and the ServiceAccount is annotated afterwards (deploy/README.md).
+const DEPLOY_VALUES: &[&str] = &["--set", "azure.workloadIdentity.webhook=true"];
 const WAIT: Duration = Duration::from_secs(60);
 
 // -------------------------------------------------------------------------------------------
@@ -171,17 +175,28 @@ fn values_file(values: &str) -> tempfile::NamedTempFile {
     file
 }
 
-/// `helm template` of the chart with `values` (YAML); Err carries helm's stderr.
+/// The credential every rendering below starts from (`-f` before the test's own values, which
+/// may override it): workload identity with the token mounted by the chart. The chart's
+/// defaults alone choose no credential and fail (`default_values_fail_with_the_credential_choices`).
+const IDENTITY: &str = "azure:\n  workloadIdentity:\n    clientId: 11111111-1111-1111-1111-111111111111\n    tenantId: 22222222-2222-2222-2222-222222222222\n";
+
+/// `helm template` of the chart with [`IDENTITY`] and then `values` (YAML); Err carries helm's
+/// stderr.
 fn try_template(release: &str, namespace: &str, values: &str) -> Result<String, String> {
-    let file = values_file(values);
-    let out = output(
-        helm_cmd()
-            .args(["template", release])
-            .arg(chart())
-            .args(["--namespace", namespace, "-f"])
-            .arg(file.path()),
-        None,
-    );
+    try_template_from(release, namespace, &[IDENTITY, values])
+}
+
+/// `helm template` with these values files only, in order (later ones override).
+fn try_template_from(release: &str, namespace: &str, values: &[&str]) -> Result<String, String> {
+    let files: Vec<_> = values.iter().map(|v| values_file(v)).collect();
+    let mut cmd = helm_cmd();
+    cmd.args(["template", release])
+        .arg(chart())
+        .args(["--namespace", namespace]);
+    for file in &files {
+        cmd.arg("-f").arg(file.path());
+    }
+    let out = output(&mut cmd, None);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -371,11 +386,12 @@ topologySpreadConstraints:
     labelSelector: {matchLabels: {app.kubernetes.io/name: vaultkey-operator}}
 "#;
 
-fn lint(values: Option<&str>) -> Output {
+/// `helm lint --strict` with these values files, in order.
+fn lint(values: &[&str]) -> Output {
     let mut cmd = helm_cmd();
     cmd.args(["lint", "--strict"]).arg(chart());
-    let file = values.map(values_file);
-    if let Some(file) = &file {
+    let files: Vec<_> = values.iter().map(|v| values_file(v)).collect();
+    for file in &files {
         cmd.arg("-f").arg(file.path());
     }
     output(&mut cmd, None)
@@ -383,7 +399,7 @@ fn lint(values: Option<&str>) -> Output {
 
 #[test]
 fn helm_lint_is_clean() {
-    for values in [None, Some(ALL_OPTIONS)] {
+    for values in [&[IDENTITY][..], &[IDENTITY, ALL_OPTIONS]] {
         let out = lint(values);
         let text = format!(
             "{}{}",
@@ -404,11 +420,17 @@ fn helm_lint_is_clean() {
     for bad in [
         "operator: {logFormat: xml}",
         "azure: {credential: password}",
+        // The operator's auto and azure-cli are no chart credentials: auto is what crash-looped
+        // without the webhook, and the image has no Azure CLI.
+        "azure: {credential: auto}",
+        "azure: {credential: azure-cli}",
+        "azure: {workloadIdentity: {enabled: true}}",
+        "azure: {workloadIdentity: {authorityHost: \"http://login.example\"}}",
         "replicas: 2",
         "operator: {resyncSeconds: \"5m\"}",
         "vaultAccess: {namespace: {}}",
     ] {
-        let out = lint(Some(bad));
+        let out = lint(&[IDENTITY, bad]);
         assert!(
             !out.status.success(),
             "helm lint accepted the invalid values {bad:?}"
@@ -451,7 +473,8 @@ fn committed_deploy_manifest_matches_a_fresh_render() {
         helm_cmd()
             .args(["template", RELEASE])
             .arg(chart())
-            .args(["--namespace", DEPLOY_NAMESPACE]),
+            .args(["--namespace", DEPLOY_NAMESPACE])
+            .args(DEPLOY_VALUES),
         None,
     );
     assert!(committed.contains(&rendered), "{stale}");
@@ -618,7 +641,19 @@ fn deployment_is_hardened_and_configured_from_values() {
             );
         }
     }
-    assert!(spec["hostNetwork"].is_null() && spec["volumes"].is_null());
+    assert!(spec["hostNetwork"].is_null());
+    // The only volume: the workload identity token (see each_credential_setup_renders_what_it_needs).
+    assert_eq!(
+        strings(
+            &spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["name"].clone())
+                .collect()
+        ),
+        ["azure-identity-token"]
+    );
     // Probes on the metrics port.
     assert_eq!(
         c["ports"],
@@ -632,12 +667,16 @@ fn deployment_is_hardened_and_configured_from_values() {
         c["readinessProbe"]["httpGet"],
         json!({"path": "/readyz", "port": "metrics"})
     );
-    // Identity of the instance from the downward API; leader election on.
+    // Identity of the instance from the downward API, then the workload identity; leader
+    // election on.
     assert_eq!(
         c["env"],
         json!([
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "AZURE_CLIENT_ID", "value": "11111111-1111-1111-1111-111111111111"},
+            {"name": "AZURE_TENANT_ID", "value": "22222222-2222-2222-2222-222222222222"},
+            {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/tokens/azure-identity-token"},
         ])
     );
     assert_eq!(
@@ -652,19 +691,20 @@ fn deployment_is_hardened_and_configured_from_values() {
             "--concurrency=32",
             "--vault-concurrency=16",
             "--request-timeout-seconds=30",
-            "--azure-credential=auto",
+            "--azure-credential=workload-identity",
             "--leader-election",
             "--leader-election-namespace=ops",
             "--leader-election-lease=vaultkey-operator",
             "--lease-duration-seconds=15",
         ]
     );
-    // Azure Workload Identity: the pod label always (enabled by default), the client id when set.
+    // The chart mounts the token itself: no webhook label; the ServiceAccount names the identity.
+    assert!(pod["metadata"]["labels"]["azure.workload.identity/use"].is_null());
     assert_eq!(
-        pod["metadata"]["labels"]["azure.workload.identity/use"],
-        "true"
+        one(&docs, "ServiceAccount")["metadata"]["annotations"],
+        json!({"azure.workload.identity/client-id": "11111111-1111-1111-1111-111111111111",
+               "azure.workload.identity/tenant-id": "22222222-2222-2222-2222-222222222222"})
     );
-    assert!(one(&docs, "ServiceAccount")["metadata"]["annotations"].is_null());
     let svc = one(&docs, "Service");
     assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
@@ -734,7 +774,10 @@ fn deployment_is_hardened_and_configured_from_values() {
     );
     assert_eq!(
         c["volumeMounts"],
-        json!([{"name": "vault-access", "mountPath": "/etc/vaultkey", "readOnly": true}])
+        json!([
+            {"name": "vault-access", "mountPath": "/etc/vaultkey", "readOnly": true},
+            {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true},
+        ])
     );
     let pod_annotations = &one(&docs, "Deployment")["spec"]["template"]["metadata"]["annotations"];
     assert!(pod_annotations["checksum/vault-access"].is_string());
@@ -776,14 +819,7 @@ fn deployment_is_hardened_and_configured_from_values() {
     .collect();
     assert_eq!(egress_ports, expected);
 
-    // Workload identity off: no pod label. Guard rails fail the rendering with a reason.
-    let docs = documents(&template(
-        "ops",
-        "ops",
-        "azure: {workloadIdentity: {enabled: false, clientId: x}}",
-    ));
-    assert!(one(&docs, "Deployment")["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"].is_null());
-    assert!(one(&docs, "ServiceAccount")["metadata"]["annotations"].is_null());
+    // Guard rails fail the rendering with a reason.
     let docs = documents(&template(
         "ops",
         "ops",
@@ -800,17 +836,291 @@ fn deployment_is_hardened_and_configured_from_values() {
         err.contains("replicaCount > 1 needs leaderElection.enabled"),
         "{err}"
     );
-    let err = try_template("ops", "ops", "azure: {credential: client-secret}").unwrap_err();
-    assert!(err.contains("azure.clientSecretName"), "{err}");
-    let docs = documents(&template(
-        "ops",
-        "ops",
-        "azure: {credential: client-secret, clientSecretName: azure-sp}",
-    ));
-    assert_eq!(
-        container(&docs)["envFrom"],
-        json!([{"secretRef": {"name": "azure-sp"}}])
+}
+
+/// The credential setups the READMEs document, as `--set` arguments with placeholders:
+/// (name, values, --azure-credential, env the chart sets, pod labelled for the webhook,
+/// ServiceAccount annotations).
+type CredentialSetup = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    bool,
+    &'static [&'static str],
+);
+const CREDENTIAL_SETUPS: &[CredentialSetup] = &[
+    (
+        "workload identity, token mounted by the chart",
+        "--set azure.workloadIdentity.clientId=<client id>,azure.workloadIdentity.tenantId=<tenant id>",
+        "workload-identity",
+        &[
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+            "AZURE_FEDERATED_TOKEN_FILE",
+        ],
+        false,
+        &[
+            "azure.workload.identity/client-id",
+            "azure.workload.identity/tenant-id",
+        ],
+    ),
+    (
+        "workload identity through the webhook",
+        "--set azure.workloadIdentity.webhook=true,azure.workloadIdentity.clientId=<client id>",
+        "workload-identity",
+        &[],
+        true,
+        &["azure.workload.identity/client-id"],
+    ),
+    (
+        "managed identity",
+        "--set azure.credential=managed-identity,azure.managedIdentityClientId=<client id>",
+        "managed-identity",
+        &[],
+        false,
+        &[],
+    ),
+    (
+        "client secret",
+        "--set azure.credential=client-secret,azure.clientSecretName=<secret name>",
+        "client-secret",
+        &[],
+        false,
+        &[],
+    ),
+];
+
+/// `helm template` with the chart's own defaults and these extra arguments.
+fn try_template_args(release: &str, namespace: &str, extra: &[&str]) -> Result<String, String> {
+    let out = output(
+        helm_cmd()
+            .args(["template", release])
+            .arg(chart())
+            .args(["--namespace", namespace])
+            .args(extra),
+        None,
     );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The chart's defaults choose no credential that can work (no client id): install fails at
+/// once, naming the values to set and every alternative, instead of pods that crash-loop
+/// "no Azure credential configured" (`helm install` against the API server:
+/// manifests_pass_a_server_dry_run_and_helm_install_is_accepted).
+#[test]
+fn default_values_fail_with_the_credential_choices() {
+    // (helm lint reports a template's `fail` as INFO in lint mode and passes, by design.)
+    let err = try_template_from(RELEASE, "ops", &[""]).unwrap_err();
+    let text = err.as_str();
+    for needed in [
+        "No Azure credential",
+        "azure.workloadIdentity.clientId and azure.workloadIdentity.tenantId are empty",
+        "Azure credentials",
+    ] {
+        assert!(text.contains(needed), "{needed:?} missing from:\n{text}");
+    }
+    for (name, values, ..) in CREDENTIAL_SETUPS {
+        let values = values.replace(
+            "<secret name>",
+            "<Secret with AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET>",
+        );
+        let values = values.replace(
+            ",azure.managedIdentityClientId=<client id>",
+            "[,azure.managedIdentityClientId=<client id>]",
+        );
+        assert!(
+            text.contains(&values),
+            "the message lacks {name}: {values}\n{text}"
+        );
+    }
+    // Half a workload identity names what is missing.
+    let err = try_template_args(
+        RELEASE,
+        "ops",
+        &[
+            "--set",
+            "azure.workloadIdentity.clientId=11111111-1111-1111-1111-111111111111",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("azure.workloadIdentity.tenantId is empty")
+            && !err.contains("clientId is empty"),
+        "{err}"
+    );
+    // A client secret needs the Secret's name.
+    let err = try_template_args(RELEASE, "ops", &["--set", "azure.credential=client-secret"])
+        .unwrap_err();
+    assert!(
+        err.contains("azure.credential client-secret needs azure.clientSecretName")
+            && err.contains("AZURE_CLIENT_SECRET"),
+        "{err}"
+    );
+}
+
+/// Each credential setup the READMEs document (the same `--set` text) renders what it needs and
+/// nothing else: the --azure-credential flag, the environment, the projected token only where
+/// the chart mounts it, the webhook label only in webhook mode, the ServiceAccount annotations;
+/// the pod stays hardened and no secret material is in the rendering.
+#[test]
+fn each_credential_setup_renders_what_it_needs() {
+    let chart_readme = read(chart().join("README.md"));
+    let readme = read(repo().join("README.md"));
+    let client = "11111111-1111-1111-1111-111111111111";
+    let tenant = "22222222-2222-2222-2222-222222222222";
+    for (name, values, credential, env, webhook_label, annotations) in CREDENTIAL_SETUPS {
+        for (file, text) in [
+            ("charts/vaultkey-operator/README.md", &chart_readme),
+            ("README.md", &readme),
+        ] {
+            assert!(
+                text.contains(values),
+                "{file} does not document {name}: `{values}`"
+            );
+        }
+        let set = values
+            .strip_prefix("--set ")
+            .unwrap()
+            .replace("<client id>", client)
+            .replace("<tenant id>", tenant)
+            .replace("<secret name>", "azure-sp");
+        let rendered = try_template_args(RELEASE, "ops", &["--set", &set])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let docs = documents(&rendered);
+        let pod = &one(&docs, "Deployment")["spec"]["template"];
+        let c = container(&docs);
+        let args = args(&docs);
+        assert!(
+            args.contains(&format!("--azure-credential={credential}")),
+            "{name}: {args:?}"
+        );
+        assert_eq!(
+            args.iter()
+                .any(|a| a.starts_with("--managed-identity-client-id")),
+            *credential == "managed-identity",
+            "{name}: {args:?}"
+        );
+        let env_names: Vec<String> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .filter(|n| !n.starts_with("POD_"))
+            .collect();
+        assert_eq!(env_names, *env, "{name}: env");
+        let chart_token = !env.is_empty();
+        if chart_token {
+            let env: Vec<&Value> = c["env"].as_array().unwrap().iter().collect();
+            let value = |n: &str| env.iter().find(|e| e["name"] == n).unwrap()["value"].clone();
+            assert_eq!(value("AZURE_CLIENT_ID"), client);
+            assert_eq!(value("AZURE_TENANT_ID"), tenant);
+            assert_eq!(
+                value("AZURE_FEDERATED_TOKEN_FILE"),
+                "/var/run/secrets/azure/tokens/azure-identity-token"
+            );
+            assert_eq!(
+                pod["spec"]["volumes"],
+                json!([{"name": "azure-identity-token", "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token"}}]}}])
+            );
+            assert_eq!(
+                c["volumeMounts"],
+                json!([{"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}])
+            );
+        } else {
+            assert!(pod["spec"]["volumes"].is_null(), "{name}: volumes");
+            assert!(c["volumeMounts"].is_null(), "{name}: volumeMounts");
+        }
+        assert_eq!(
+            pod["metadata"]["labels"]["azure.workload.identity/use"].as_str() == Some("true"),
+            *webhook_label,
+            "{name}: webhook label"
+        );
+        let sa = one(&docs, "ServiceAccount");
+        let found: Vec<&str> = sa["metadata"]["annotations"]
+            .as_object()
+            .map(|a| a.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(found, *annotations, "{name}: ServiceAccount annotations");
+        assert_eq!(
+            c["envFrom"],
+            if *credential == "client-secret" {
+                json!([{"secretRef": {"name": "azure-sp"}}])
+            } else {
+                Value::Null
+            },
+            "{name}: envFrom"
+        );
+        // Hardening is the same in every setup.
+        assert_eq!(
+            c["securityContext"]["readOnlyRootFilesystem"], true,
+            "{name}"
+        );
+        assert_eq!(
+            c["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"]),
+            "{name}"
+        );
+        assert_eq!(
+            pod["spec"]["securityContext"]["runAsNonRoot"], true,
+            "{name}"
+        );
+        // No secret material: no Secret object, no secret value in an env var.
+        assert!(of_kind(&docs, "Secret").is_empty(), "{name}");
+        assert!(!rendered.contains("AZURE_CLIENT_SECRET"), "{name}");
+        assert!(!rendered.contains("BEGIN "), "{name}");
+    }
+
+    // Sovereign clouds: the authority host reaches the operator only with the chart's token
+    // (the webhook sets its own).
+    let authority = "azure.workloadIdentity.authorityHost=https://login.microsoftonline.us";
+    let docs = documents(
+        &try_template_args(
+            RELEASE,
+            "ops",
+            &[
+                "-f",
+                values_file(IDENTITY).path().to_str().unwrap(),
+                "--set",
+                authority,
+            ],
+        )
+        .unwrap(),
+    );
+    assert!(container(&docs)["env"].as_array().unwrap().contains(
+        &json!({"name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.us"})
+    ));
+    // System-assigned managed identity: no client id flag.
+    let docs = documents(
+        &try_template_args(
+            RELEASE,
+            "ops",
+            &["--set", "azure.credential=managed-identity"],
+        )
+        .unwrap(),
+    );
+    assert!(
+        !args(&docs)
+            .iter()
+            .any(|a| a.starts_with("--managed-identity-client-id"))
+    );
+    // Values of another credential are ignored, not half-applied.
+    let docs = documents(
+        &try_template_args(
+            RELEASE,
+            "ops",
+            &["--set", "azure.credential=managed-identity,azure.clientSecretName=sp,azure.workloadIdentity.clientId=x,azure.workloadIdentity.tenantId=y"],
+        )
+        .unwrap(),
+    );
+    assert!(container(&docs)["envFrom"].is_null());
+    assert!(container(&docs)["volumeMounts"].is_null());
+    assert!(one(&docs, "ServiceAccount")["metadata"]["annotations"].is_null());
 }
 
 /// The optional PrometheusRule: off by default; when on, its three alerts use the thresholds
@@ -1034,20 +1344,24 @@ struct Release {
     fullname: String,
     service_account: String,
     docs: Vec<Value>,
+    /// What `helm install` printed (the NOTES).
+    notes: String,
 }
 
 async fn install(env: &Env, client: &kube::Client, prefix: &str, values: &str) -> Release {
     let namespace = fresh_namespace(client, prefix).await;
     // Release names are unique, so cluster-scoped objects (ClusterRole) never collide.
     let name = namespace.clone();
-    let file = values_file(values);
+    let (identity, file) = (values_file(IDENTITY), values_file(values));
     let started = Instant::now();
-    ok(
+    let stdout = ok(
         helm_cmd()
             .env("KUBECONFIG", &env.kubeconfig)
             .args(["install", &name])
             .arg(chart())
             .args(["--namespace", &namespace, "--timeout", "60s", "-f"])
+            .arg(identity.path())
+            .arg("-f")
             .arg(file.path()),
         None,
     );
@@ -1062,6 +1376,7 @@ async fn install(env: &Env, client: &kube::Client, prefix: &str, values: &str) -
         namespace,
         service_account,
         docs,
+        notes: stdout,
     }
 }
 
@@ -1167,8 +1482,75 @@ async fn manifests_pass_a_server_dry_run_and_helm_install_is_accepted() {
     );
     assert_eq!(out.lines().count(), documents(&rendered).len(), "{out}");
 
-    // A real install with default values: every object is there afterwards.
+    // `helm install` with the chart's defaults alone stops before creating anything and says
+    // which values to set (no pods to crash-loop).
+    let bare = fresh_namespace(&client, "chart-bare").await;
+    let out = output(
+        helm_cmd()
+            .env("KUBECONFIG", &env.kubeconfig)
+            .args(["install", &bare])
+            .arg(chart())
+            .args(["--namespace", &bare]),
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "helm install with defaults succeeded"
+    );
+    assert!(
+        stderr.contains("No Azure credential")
+            && stderr.contains("azure.workloadIdentity.webhook=true"),
+        "{stderr}"
+    );
+    let listed = ok(
+        helm_cmd()
+            .env("KUBECONFIG", &env.kubeconfig)
+            .args(["list", "-a", "-q", "-n", &bare]),
+        None,
+    );
+    assert!(listed.trim().is_empty(), "a release was recorded: {listed}");
+    let left = ok(
+        kubectl(&env).args([
+            "get",
+            "all,serviceaccounts",
+            "-n",
+            &bare,
+            "-o",
+            "name",
+            "-l",
+            &format!("app.kubernetes.io/instance={bare}"),
+        ]),
+        None,
+    );
+    assert!(left.trim().is_empty(), "objects were created: {left}");
+
+    // A real install with a workload identity: every object is there afterwards.
     let release = install(&env, &client, "chart-install", "").await;
+    assert!(
+        release
+            .notes
+            .contains("Azure credential: workload identity, token mounted by the chart")
+            && release.notes.contains(&format!(
+                "subject system:serviceaccount:{}:{}",
+                release.namespace, release.service_account
+            )),
+        "NOTES:\n{}",
+        release.notes
+    );
+    // Its pod, with the projected token, is admitted where "restricted" is enforced.
+    let pod_template = &one(&release.docs, "Deployment")["spec"]["template"];
+    assert!(pod_template["spec"]["volumes"][0]["projected"].is_object());
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "operator-chart-token", "namespace": DEPLOY_NAMESPACE, "labels": pod_template["metadata"]["labels"]},
+        "spec": pod_template["spec"],
+    });
+    ok(
+        kubectl(&env).args(["create", "--dry-run=server", "-f", "-"]),
+        Some(&pod.to_string()),
+    );
     for doc in &release.docs {
         let kind = doc["kind"].as_str().unwrap();
         let name = doc["metadata"]["name"].as_str().unwrap();
@@ -1593,11 +1975,16 @@ fn deployed(env: &Env, release: &Release) -> Deployed {
     ))
     .expect("Deployment JSON");
     let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    // The workload identity (AZURE_*) and its token volume are not used here: the emulator
+    // takes a static token, and the operator cannot reach Azure AD from this machine.
     assert_eq!(
         c["env"],
         json!([
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
+            {"name": "AZURE_CLIENT_ID", "value": "11111111-1111-1111-1111-111111111111"},
+            {"name": "AZURE_TENANT_ID", "value": "22222222-2222-2222-2222-222222222222"},
+            {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/tokens/azure-identity-token"},
         ])
     );
     let mut args = Vec::new();

@@ -236,6 +236,165 @@ async fn readiness_fails_and_sigterm_exits_while_the_watch_cannot_list() {
     );
 }
 
+/// A TCP forwarder to the API server that can stop carrying bytes while keeping every
+/// connection open, as when a pod's route to the API server goes: nothing fails, nothing
+/// answers.
+struct ApiServerRoute {
+    server: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServerRoute {
+    async fn start(target: String) -> ApiServerRoute {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(AtomicBool::new(true));
+        // Copies one direction, holding each chunk while the route is down.
+        async fn pipe(
+            mut from: tokio::net::tcp::OwnedReadHalf,
+            mut to: tokio::net::tcp::OwnedWriteHalf,
+            open: std::sync::Arc<AtomicBool>,
+        ) {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                while !open.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let task = {
+            let open = open.clone();
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        continue;
+                    };
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::spawn(pipe(in_read, out_write, open.clone()));
+                    tokio::spawn(pipe(out_read, in_write, open.clone()));
+                }
+            })
+        };
+        ApiServerRoute {
+            server: format!("https://127.0.0.1:{port}"),
+            open,
+            task,
+        }
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for ApiServerRoute {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A synced operator whose route to the API server goes away (connections stay open, bytes
+/// stop) turns unready within a probe, saying why, and Ready again when the route is back.
+/// Its watch notices nothing for minutes, so readiness cannot rest on the watch having listed
+/// once (issue 15: a pod with no route to the API server must not be Ready).
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_while_the_api_server_is_unreachable_after_the_watch_synced() {
+    let scenario = Scenario::shared("noroute").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut config: Value =
+        serde_norway::from_str(&std::fs::read_to_string(&scenario.env.kubeconfig).unwrap())
+            .unwrap();
+    let server = config["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .expect("server")
+        .to_owned();
+    let target = server
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(target.starts_with("127.0.0.1:"), "{server}");
+    let route = ApiServerRoute::start(target).await;
+    for cluster in config["clusters"].as_array_mut().expect("clusters") {
+        cluster["cluster"]["server"] = json!(route.server);
+    }
+    std::fs::write(&kubeconfig, serde_json::to_string(&config).unwrap()).unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultkey-operator"))
+        .args([
+            "run",
+            "--namespace",
+            &scenario.ns,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--emulator-static-token",
+            "t",
+            "--emulator-skip-challenge-resource-check",
+            "--shutdown-grace-seconds",
+            "3",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("operator starts");
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let probe = || async {
+        // The kubelet's probe timeout in the chart.
+        tokio::time::timeout(Duration::from_secs(3), readyz(&metrics))
+            .await
+            .ok()
+            .flatten()
+    };
+    eventually(
+        "Ready once the watch listed",
+        Duration::from_secs(30),
+        || async { probe().await.filter(|(status, _)| *status == 200) },
+    )
+    .await;
+
+    route.set_open(false);
+    let went = Instant::now();
+    let (status, body) = eventually(
+        "unready without a route",
+        Duration::from_secs(15),
+        || async { probe().await.filter(|(status, _)| *status != 200) },
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("does not answer a list"), "{body}");
+    let unready_after = went.elapsed();
+    // It stays unready while the route is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(probe().await.map(|(s, _)| s), Some(503));
+
+    route.set_open(true);
+    eventually(
+        "Ready again with the route back",
+        Duration::from_secs(30),
+        || async { probe().await.filter(|(status, _)| *status == 200) },
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    figure(
+        "unready_without_api_server",
+        json!({"unready_after_seconds": unready_after.as_secs_f64()}),
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // No failure runs faster than its backoff
 // ---------------------------------------------------------------------------------------------

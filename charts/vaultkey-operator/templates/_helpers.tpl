@@ -116,3 +116,26 @@ namespace (Role). Only what src/controller.rs does; every rule says why.
   verbs: ["create"]
 {{- end }}
 {{- end }}
+
+{{/*
+The credential setups that can work, for the install-time failure when none is chosen.
+*/}}
+{{- define "vaultkey-operator.credentialChoices" -}}
+Choose one credential setup (chart README, "Azure credentials"):
+  - workload identity, token mounted by the chart (any cluster whose service-account issuer is
+    federated with the identity):
+      --set azure.workloadIdentity.clientId=<client id>,azure.workloadIdentity.tenantId=<tenant id>
+  - workload identity through the Azure Workload Identity webhook (AKS --enable-workload-identity):
+      --set azure.workloadIdentity.webhook=true,azure.workloadIdentity.clientId=<client id>
+  - managed identity (the node's or VM's identity, through IMDS):
+      --set azure.credential=managed-identity[,azure.managedIdentityClientId=<client id>]
+  - client secret (a service principal):
+      --set azure.credential=client-secret,azure.clientSecretName=<Secret with AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET>
+{{- end }}
+
+{{/*
+True when the chart itself mounts the workload identity token and sets its environment.
+*/}}
+{{- define "vaultkey-operator.chartToken" -}}
+{{- if and (eq .Values.azure.credential "workload-identity") (not .Values.azure.workloadIdentity.webhook) }}true{{ end }}
+{{- end }}
