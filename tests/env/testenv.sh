@@ -840,4 +840,7 @@ main() {
   esac
 }
 
-main "$@"
+# tests/env/node.sh sources this file for its helpers (build_go_binary, start, stop_pid, ...).
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi
