@@ -36,6 +36,15 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/testenv.sh"
 node_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 node_name=vaultkey-node
+# Host paths the node's programs write to whatever their configuration says: containerd's shims
+# (/run/containerd/{s,fifo,runc}), libcni's result cache (/var/lib/cni/results), kubelet's
+# device-plugin socket (/var/lib/kubelet/device-plugins) and its container log symlinks
+# (/var/log/containers, pointing into DIR/pod-logs). `up` records which did not exist;
+# `down` deletes our files in them and removes those folders again when empty (so a concurrent
+# user of the same folders keeps theirs).
+host_dirs=(/run/containerd /run/containerd/s /run/containerd/fifo /run/containerd/runc
+  /run/containerd/runc/k8s.io /var/lib/cni /var/lib/cni/results /var/lib/kubelet
+  /var/lib/kubelet/device-plugins /var/log/pods /var/log/containers)
 # The sysctls kubelet's container manager sets on start (setupKernelTunables).
 kubelet_sysctls=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
   kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
@@ -164,6 +173,25 @@ cmd_node_down() {
       done
     fi
   done
+  # Our files in shared host folders: CNI results of our containers, kubelet's socket.
+  local ids=() c
+  for c in "$dir"/containerd/root/io.containerd.grpc.v1.cri/sandboxes/* \
+           "$dir"/containerd/root/io.containerd.grpc.v1.cri/containers/*; do
+    [[ -e $c ]] && ids+=("$(basename "$c")")
+  done
+  for c in "${ids[@]}"; do
+    rm -f /var/lib/cni/results/*-"$c"-* /run/containerd/fifo/"$c"* 2>/dev/null || true
+    rm -rf "/run/containerd/runc/k8s.io/$c" 2>/dev/null || true
+  done
+  for c in /var/log/containers/*.log; do
+    [[ -L $c && $(readlink "$c") == "$dir/"* ]] && rm -f "$c"
+  done
+  if [[ -f $dir/host-dirs.created ]]; then
+    grep -qx /var/lib/kubelet/device-plugins "$dir/host-dirs.created" && rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+    # Deepest first; rmdir leaves a folder someone else still uses.
+    sort -r "$dir/host-dirs.created" | while read -r c; do rmdir "$c" 2>/dev/null || true; done
+    rm -f "$dir/host-dirs.created"
+  fi
   # Mounts under DIR (kubelet's volumes, container rootfs, pod netns), deepest first.
   local m tries
   for tries in 1 2 3; do
@@ -286,6 +314,7 @@ cmd_node_up() {
     fi
   done
   local s
+  for s in "${host_dirs[@]}"; do [[ -e $s ]] || printf '%s\n' "$s"; done >"$dir/host-dirs.created"
   for s in "${kubelet_sysctls[@]}"; do printf '%s %s\n' "$s" "$(cat "/proc/sys/$s")"; done >"$dir/sysctls.saved"
 
   # --- control plane ---
@@ -335,7 +364,7 @@ cmd_node_up() {
   mkdir -p "$dir/cni/net.d" "$dir/containerd" "$dir/kubelet" "$dir/pod-logs"
   # The CNI config must exist before containerd starts, or the node stays NotReady.
   cat >"$dir/cni/net.d/10-vaultkey.conflist" <<EOF
-{"cniVersion": "1.0.0", "name": "vaultkey-node", "plugins": [
+{"cniVersion": "1.0.0", "name": "vaultkey-node-$id", "plugins": [
   {"type": "bridge", "bridge": "vkbr0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "dataDir": "$dir/cni/ipam", "ranges": [[{"subnet": "$pod_net"}]],
             "routes": [{"dst": "0.0.0.0/0"}]}}]}
@@ -401,7 +430,7 @@ containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
 address: $node_ip
 healthzBindAddress: 127.0.0.1
 readOnlyPort: 0
-podLogsDirectory: $dir/pod-logs
+podLogsDir: $dir/pod-logs
 resolvConf: $dir/resolv.conf
 authentication:
   anonymous: {enabled: true}
