@@ -101,7 +101,8 @@ impl Node {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
             .collect();
-        let helm = PathBuf::from(ok(&mut Command::new(repo().join("tests/env/helm.sh")), None).trim());
+        let helm =
+            PathBuf::from(ok(&mut Command::new(repo().join("tests/env/helm.sh")), None).trim());
         let kubectl = PathBuf::from(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
         Node {
             dir,
@@ -220,7 +221,10 @@ impl Node {
             "{}/vaults/default/keys/{key}",
             self.var("VAULTKEY_NODE_EMULATOR_ADMIN")
         );
-        let out = output(Command::new("curl").args(["-fsS", "--max-time", "5", &url]), None);
+        let out = output(
+            Command::new("curl").args(["-fsS", "--max-time", "5", &url]),
+            None,
+        );
         if !out.status.success() {
             return 0;
         }
@@ -249,12 +253,23 @@ impl Node {
     }
 
     fn diagnostics(&self) {
-        eprintln!("===== diagnostics (node folder {}) =====", self.dir.display());
+        eprintln!(
+            "===== diagnostics (node folder {}) =====",
+            self.dir.display()
+        );
         for args in [
             &["get", "nodes,pods,leases", "-A", "-o", "wide"][..],
             &["get", "vaultkeys", "-A", "-o", "yaml"],
             &["describe", "pods", "-n", NS],
-            &["logs", "-n", NS, "-l", "app.kubernetes.io/instance=vko", "--tail=40", "--prefix"],
+            &[
+                "logs",
+                "-n",
+                NS,
+                "-l",
+                "app.kubernetes.io/instance=vko",
+                "--tail=40",
+                "--prefix",
+            ],
             &["get", "events", "-A"],
         ] {
             let out = output(self.kubectl().args(args), None);
@@ -284,7 +299,13 @@ impl Drop for Node {
             self.diagnostics();
         }
         let t = Instant::now();
-        let down = output(node_sh().arg("down").arg(&self.dir).stderr(Stdio::inherit()), None);
+        let down = output(
+            node_sh()
+                .arg("down")
+                .arg(&self.dir)
+                .stderr(Stdio::inherit()),
+            None,
+        );
         eprintln!("node.sh down: {:.1?} ({})", t.elapsed(), down.status);
         if !failed && down.status.success() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -340,7 +361,11 @@ fn the_chart_runs_on_a_real_node() {
     // The image from this build's binary (the debug build: a release build costs 10+ minutes
     // in CI), imported into the node's containerd (no registry).
     ok(
-        node_sh().args(["image"]).arg(&node.dir).arg(env!("CARGO_BIN_EXE_vaultkey-operator")).arg(format!("{IMAGE_REPO}:{IMAGE_TAG}")),
+        node_sh()
+            .args(["image"])
+            .arg(&node.dir)
+            .arg(env!("CARGO_BIN_EXE_vaultkey-operator"))
+            .arg(format!("{IMAGE_REPO}:{IMAGE_TAG}")),
         None,
     );
 
@@ -350,7 +375,10 @@ fn the_chart_runs_on_a_real_node() {
     ok(
         node.kubectl()
             .args(["create", "configmap", "emulator-ca", "-n", NS])
-            .arg(format!("--from-file=ca.pem={}", node.var("VAULTKEY_NODE_VAULT_CA"))),
+            .arg(format!(
+                "--from-file=ca.pem={}",
+                node.var("VAULTKEY_NODE_VAULT_CA")
+            )),
         None,
     );
     let values = format!(
@@ -381,8 +409,11 @@ operator:
     );
     let pods = wait("both replicas Running and Ready", 120, || {
         let pods = node.pods();
-        (pods.len() == 2 && pods.iter().all(|p| p.1 == "Running" && p.2 && !p.3.is_empty()))
-            .then_some(pods)
+        (pods.len() == 2
+            && pods
+                .iter()
+                .all(|p| p.1 == "Running" && p.2 && !p.3.is_empty()))
+        .then_some(pods)
     });
     eprintln!("helm install to 2 Ready replicas: {:.1?}", t.elapsed());
 
@@ -390,19 +421,42 @@ operator:
     for (pod, _, _, id) in &pods {
         let pid = node.container_pid(id);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert_eq!(status_field(&status, "Uid:"), "65532\t65532\t65532\t65532", "{pod}");
-        assert_eq!(status_field(&status, "Gid:"), "65532\t65532\t65532\t65532", "{pod}");
-        assert_eq!(status_field(&status, "CapEff:"), "0000000000000000", "{pod}");
-        assert_eq!(status_field(&status, "CapPrm:"), "0000000000000000", "{pod}");
+        assert_eq!(
+            status_field(&status, "Uid:"),
+            "65532\t65532\t65532\t65532",
+            "{pod}"
+        );
+        assert_eq!(
+            status_field(&status, "Gid:"),
+            "65532\t65532\t65532\t65532",
+            "{pod}"
+        );
+        assert_eq!(
+            status_field(&status, "CapEff:"),
+            "0000000000000000",
+            "{pod}"
+        );
+        assert_eq!(
+            status_field(&status, "CapPrm:"),
+            "0000000000000000",
+            "{pod}"
+        );
         assert_eq!(status_field(&status, "NoNewPrivs:"), "1", "{pod}");
-        assert_eq!(status_field(&status, "Seccomp:"), "2", "{pod}: seccomp filter mode");
+        assert_eq!(
+            status_field(&status, "Seccomp:"),
+            "2",
+            "{pod}: seccomp filter mode"
+        );
         let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
         let root = mountinfo
             .lines()
             .find(|l| l.split_whitespace().nth(4) == Some("/"))
             .expect("a root mount");
         let opts = root.split_whitespace().nth(5).unwrap();
-        assert!(opts.split(',').any(|o| o == "ro"), "{pod}: root not read-only: {root}");
+        assert!(
+            opts.split(',').any(|o| o == "ro"),
+            "{pod}: root not read-only: {root}"
+        );
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
         assert_eq!(exe, Path::new("/vaultkey-operator"), "{pod}");
     }
@@ -413,6 +467,20 @@ operator:
         node.lease_holder().filter(|h| names.contains(h))
     });
     eprintln!("leader: {leader}");
+    // Exactly one: only the holder says it leads (its log, read through the kubelet).
+    let logged_leading = || -> Vec<String> {
+        names
+            .iter()
+            .filter(|pod| {
+                ok(node.kubectl().args(["logs", "-n", NS, pod.as_str()]), None)
+                    .contains("became leader")
+            })
+            .cloned()
+            .collect()
+    };
+    wait("only the Lease holder logged \"became leader\"", 30, || {
+        (logged_leading() == [leader.clone()]).then_some(())
+    });
 
     // VaultKeys reconciled from inside the pod: the how-to, an import, a rotation by token.
     let t = Instant::now();
@@ -420,27 +488,43 @@ operator:
     let import = std::fs::read_to_string(repo().join("examples/import-jwk.yaml"))
         .unwrap()
         .replace("https://my-vault.vault.azure.net", &vault);
-    assert!(import.contains(&vault), "examples/import-jwk.yaml changed shape");
+    assert!(
+        import.contains(&vault),
+        "examples/import-jwk.yaml changed shape"
+    );
     node.apply(KEYS_NS, &import);
-    wait("how-to VaultKey Ready", 90, || node.ready("howto-rsa").then_some(()));
-    wait("imported VaultKey Ready", 90, || node.ready("imported-rsa").then_some(()));
+    wait("how-to VaultKey Ready", 90, || {
+        node.ready("howto-rsa").then_some(())
+    });
+    wait("imported VaultKey Ready", 90, || {
+        node.ready("imported-rsa").then_some(())
+    });
     assert_eq!(node.vault_versions("node-howto"), 1);
-    let imported_key = node.json(&["get", "vaultkey", "-n", KEYS_NS, "imported-rsa"])["status"]["keyName"]
-        .as_str()
-        .expect("status.keyName")
-        .to_string();
+    let imported_key =
+        node.json(&["get", "vaultkey", "-n", KEYS_NS, "imported-rsa"])["status"]["keyName"]
+            .as_str()
+            .expect("status.keyName")
+            .to_string();
     assert_eq!(node.vault_versions(&imported_key), 1);
     eprintln!("how-to and import Ready: {:.1?}", t.elapsed());
     ok(
         node.kubectl().args([
-            "patch", "vaultkey", "-n", KEYS_NS, "howto-rsa", "--type=merge", "-p",
+            "patch",
+            "vaultkey",
+            "-n",
+            KEYS_NS,
+            "howto-rsa",
+            "--type=merge",
+            "-p",
             r#"{"spec":{"rotateToken":"node-e2e-1"}}"#,
         ]),
         None,
     );
-    wait("rotation by token: a second version in the vault, Ready", 90, || {
-        (node.vault_versions("node-howto") == 2 && node.ready("howto-rsa")).then_some(())
-    });
+    wait(
+        "rotation by token: a second version in the vault, Ready",
+        90,
+        || (node.vault_versions("node-howto") == 2 && node.ready("howto-rsa")).then_some(()),
+    );
 
     // The leader goes away: the other replica takes the Lease and keeps reconciling.
     let t = Instant::now();
@@ -453,9 +537,13 @@ operator:
         node.lease_holder().filter(|h| *h != leader)
     });
     eprintln!("failover {leader} -> {new_leader}: {:.1?}", t.elapsed());
-    node.apply(KEYS_NS, &howto(&vault, "after-failover", "node-after-failover"));
+    node.apply(
+        KEYS_NS,
+        &howto(&vault, "after-failover", "node-after-failover"),
+    );
     wait("VaultKey after failover Ready", 90, || {
-        (node.ready("after-failover") && node.vault_versions("node-after-failover") == 1).then_some(())
+        (node.ready("after-failover") && node.vault_versions("node-after-failover") == 1)
+            .then_some(())
     });
 
     // helm upgrade with a changed value rolls the pods; a VaultKey applied during the roll.
@@ -464,18 +552,33 @@ operator:
         node.helm()
             .args(["upgrade", RELEASE])
             .arg(repo().join("charts/vaultkey-operator"))
-            .args(["-n", NS, "--reuse-values", "--set", "operator.logLevel=debug"]),
+            .args([
+                "-n",
+                NS,
+                "--reuse-values",
+                "--set",
+                "operator.logLevel=debug",
+            ]),
         None,
     );
-    node.apply(KEYS_NS, &howto(&vault, "during-upgrade", "node-during-upgrade"));
+    node.apply(
+        KEYS_NS,
+        &howto(&vault, "during-upgrade", "node-during-upgrade"),
+    );
     ok(
         node.kubectl().args([
-            "rollout", "status", "-n", NS, "deployment/vko-vaultkey-operator", "--timeout=120s",
+            "rollout",
+            "status",
+            "-n",
+            NS,
+            "deployment/vko-vaultkey-operator",
+            "--timeout=120s",
         ]),
         None,
     );
     wait("VaultKey applied during the upgrade Ready", 90, || {
-        (node.ready("during-upgrade") && node.vault_versions("node-during-upgrade") == 1).then_some(())
+        (node.ready("during-upgrade") && node.vault_versions("node-during-upgrade") == 1)
+            .then_some(())
     });
     let after = wait("two new Ready replicas", 60, || {
         let pods = node.pods();
@@ -487,8 +590,13 @@ operator:
     });
 
     // helm uninstall: the pods go; VaultKeys (CRD kept) and the keys in the vault stay.
-    ok(node.helm().args(["uninstall", RELEASE, "-n", NS, "--wait"]), None);
-    wait("the operator's pods gone", 90, || node.pods().is_empty().then_some(()));
+    ok(
+        node.helm().args(["uninstall", RELEASE, "-n", NS, "--wait"]),
+        None,
+    );
+    wait("the operator's pods gone", 90, || {
+        node.pods().is_empty().then_some(())
+    });
     let left = node.json(&["get", "vaultkeys", "-n", KEYS_NS]);
     assert_eq!(left["items"].as_array().unwrap().len(), 4, "VaultKeys kept");
     ok(
@@ -496,7 +604,12 @@ operator:
             .args(["get", "crd", "vaultkeys.vaultkey.dev"]),
         None,
     );
-    for key in ["node-howto", &imported_key, "node-after-failover", "node-during-upgrade"] {
+    for key in [
+        "node-howto",
+        &imported_key,
+        "node-after-failover",
+        "node-during-upgrade",
+    ] {
         assert!(node.vault_versions(key) >= 1, "{key} kept in the vault");
     }
     eprintln!("whole test: {:.1?}", started.elapsed());
