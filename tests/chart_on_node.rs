@@ -589,7 +589,20 @@ operator:
         node.lease_holder().filter(|h| names.contains(h))
     });
 
-    // helm uninstall: the pods go; VaultKeys (CRD kept) and the keys in the vault stay.
+    // helm uninstall: the pods go; VaultKeys (CRD kept, finalizers left) and the keys stay,
+    // untouched (README "Install, upgrade, uninstall").
+    let keys = [
+        "node-howto",
+        imported_key.as_str(),
+        "node-after-failover",
+        "node-during-upgrade",
+    ];
+    let versions_before: Vec<usize> = keys.iter().map(|k| node.vault_versions(k)).collect();
+    assert_eq!(
+        versions_before,
+        [2, 1, 1, 1],
+        "versions in the vault of {keys:?}"
+    );
     ok(
         node.helm().args(["uninstall", RELEASE, "-n", NS, "--wait"]),
         None,
@@ -604,13 +617,19 @@ operator:
             .args(["get", "crd", "vaultkeys.vaultkey.dev"]),
         None,
     );
-    for key in [
-        "node-howto",
-        &imported_key,
-        "node-after-failover",
-        "node-during-upgrade",
-    ] {
-        assert!(node.vault_versions(key) >= 1, "{key} kept in the vault");
+    let versions_after: Vec<usize> = keys.iter().map(|k| node.vault_versions(k)).collect();
+    assert_eq!(
+        versions_after, versions_before,
+        "keys untouched by the uninstall"
+    );
+    for vk in left["items"].as_array().unwrap() {
+        assert!(
+            vk["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty()),
+            "VaultKey {} keeps its finalizer",
+            vk["metadata"]["name"]
+        );
     }
     eprintln!("whole test: {:.1?}", started.elapsed());
 }
