@@ -589,8 +589,8 @@ operator:
         node.lease_holder().filter(|h| names.contains(h))
     });
 
-    // helm uninstall: the pods go; VaultKeys (CRD kept, finalizers left) and the keys stay,
-    // untouched (README "Install, upgrade, uninstall").
+    // helm uninstall: the pods go; VaultKeys (CRD kept) and the keys stay, untouched (README
+    // "Install, upgrade, uninstall"; these are `Retain` VaultKeys, which carry no finalizer).
     let keys = [
         "node-howto",
         imported_key.as_str(),
@@ -622,14 +622,5 @@ operator:
         versions_after, versions_before,
         "keys untouched by the uninstall"
     );
-    for vk in left["items"].as_array().unwrap() {
-        assert!(
-            vk["metadata"]["finalizers"]
-                .as_array()
-                .is_some_and(|f| !f.is_empty()),
-            "VaultKey {} keeps its finalizer",
-            vk["metadata"]["name"]
-        );
-    }
     eprintln!("whole test: {:.1?}", started.elapsed());
 }

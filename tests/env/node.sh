@@ -331,12 +331,15 @@ cmd_node_up() {
   wait_for etcd 30 curl -fsS "http://$host_ip:2379/health" || { log_tail etcd "$dir"; ndie "etcd did not start"; }
   # The default admission plugins (ServiceAccount among them: pods get their projected token)
   # and the lease endpoint reconciler (the `kubernetes` Service points at $host_ip:6443).
+  # Logs and exec reach the kubelet at the node's InternalIP: its hostname is a made-up name
+  # that must never go to DNS.
   start kube-apiserver "$dir" "$(kas_bin)" --etcd-servers="http://$host_ip:2379" \
     --bind-address="$host_ip" --advertise-address="$host_ip" --secure-port=6443 \
     --cert-dir="$dir/pki" --service-account-issuer="$sa_issuer" \
     --service-account-key-file="$dir/pki/sa.pub" --service-account-signing-key-file="$dir/pki/sa.key" \
     --service-cluster-ip-range="$svc_net" --authorization-mode=Node,RBAC \
-    --token-auth-file="$dir/pki/tokens.csv" --profiling=false
+    --token-auth-file="$dir/pki/tokens.csv" --profiling=false \
+    --kubelet-preferred-address-types=InternalIP
   local token
   token=$(cat "$dir/pki/admin.token")
   wait_for kube-apiserver 90 bash -c "[[ \$(curl -ksS -H 'Authorization: Bearer $token' https://$host_ip:6443/readyz) == ok ]]" \
