@@ -81,9 +81,14 @@ impl Node {
         let install = output(node_sh().arg("install").stderr(Stdio::inherit()), None);
         assert!(install.status.success(), "node.sh install failed");
         eprintln!("node.sh install: {:.1?}", t.elapsed());
+        // Inside testenv.sh's folder when there is one: its teardown then also stops a node this
+        // process could not (killed before Drop ran).
+        let parent = std::env::var_os("VAULTKEY_TEST_ENV_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
         let dir = tempfile::Builder::new()
-            .prefix("vaultkey-node.")
-            .tempdir()
+            .prefix("node-")
+            .tempdir_in(parent)
             .expect("temp dir")
             .keep();
         let t = Instant::now();

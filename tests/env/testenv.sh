@@ -257,6 +257,12 @@ cmd_down() {
   local dir=${1:?usage: testenv.sh down DIR}
   [[ -d $dir ]] || { log "down: $dir does not exist; nothing to stop"; return 0; }
   dir=$(cd "$dir" && pwd -P)
+  # Nodes a test started inside this environment (tests/chart_on_node.rs puts them in DIR/node-*)
+  # and could not stop itself (the test process killed, e.g. by ^C): stopped first, by node.sh.
+  local node_dir
+  for node_dir in "$dir"/node-*/; do
+    [[ -d $node_dir/pids ]] && "$here/node.sh" down "$node_dir"
+  done
   [[ -d $dir/pids ]] || return 0
   # One at a time in reverse start order, so etcd outlives the apiserver that uses it.
   local i name pid
