@@ -88,16 +88,16 @@ cmd_node_install() {
   for p in kube-scheduler kubelet kube-proxy; do
     build_go_binary "$p" "$kv" "$here/kube-apiserver" "k8s.io/kubernetes/cmd/$p" "$(kas_ldflags "$kv")"
   done
-  # CNI plugins are static Go programs; one cache folder for the three.
-  local cv plugin
+  # CNI plugins are static Go programs, cached as cni-<plugin>-<version>/cni-<plugin>; containerd
+  # finds them under their own names in one folder (cni-plugins-<version>, hard links).
+  local cv pkg plugin
   cv=$(cni_version)
-  for plugin in main/bridge ipam/host-local main/loopback; do
-    CGO_ENABLED=0 build_go_binary "$(basename "$plugin")" "$cv" "$node_here/cni" \
-      "github.com/containernetworking/plugins/plugins/$plugin"
-  done
   mkdir -p "$(cni_dir)"
-  for plugin in bridge host-local loopback; do
-    ln -f "$cache_root/$plugin-$cv/$plugin" "$(cni_dir)/$plugin"
+  for pkg in main/bridge ipam/host-local main/loopback; do
+    plugin=$(basename "$pkg")
+    CGO_ENABLED=0 build_go_binary "cni-$plugin" "$cv" "$node_here/cni" \
+      "github.com/containernetworking/plugins/plugins/$pkg"
+    ln -f "$cache_root/cni-$plugin-$cv/cni-$plugin" "$(cni_dir)/$plugin"
   done
   nlog "installed in $(since "$t")"
 }
@@ -152,7 +152,8 @@ cmd_node_down() {
       for h in $(cgroup_hierarchies); do
         [[ -d $h$cg ]] || continue
         procs=$(find "$h$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
-        [[ -n $procs ]] && kill -KILL $procs 2>/dev/null || true
+        # shellcheck disable=SC2086  # one PID per word
+        if [[ -n $procs ]]; then kill -KILL $procs 2>/dev/null || true; fi
         break
       done
     fi
@@ -197,8 +198,8 @@ cmd_node_down() {
     rm -f "$dir/host-dirs.created"
   fi
   # Mounts under DIR (kubelet's volumes, container rootfs, pod netns), deepest first.
-  local m tries
-  for tries in 1 2 3; do
+  local m mounts=()
+  for _ in 1 2 3; do
     mapfile -t mounts < <(awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
     (( ${#mounts[@]} == 0 )) && break
     for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
@@ -207,7 +208,7 @@ cmd_node_down() {
   if [[ -n $cg ]]; then
     for h in $(cgroup_hierarchies); do
       [[ -d $h$cg ]] || continue
-      for tries in 1 2 3 4 5 6 7 8 9 10; do
+      for _ in 1 2 3 4 5 6 7 8 9 10; do
         find "$h$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
         [[ -d $h$cg ]] || break
         sleep 0.3
@@ -274,8 +275,10 @@ cmd_node_up() {
            "$(kube_bin kube-proxy)" "$(cni_dir)/bridge" "$(emulator_bin)"; do
     [[ -x $b ]] || ndie "$b is missing: run tests/env/testenv.sh install"
   done
-  command -v containerd >/dev/null && command -v runc >/dev/null && command -v nft >/dev/null \
-    || ndie "containerd, runc or nft missing: run tests/env/node.sh install"
+  local tool
+  for tool in containerd ctr runc nft gcc nsenter unshare; do
+    command -v "$tool" >/dev/null || ndie "$tool is missing: run tests/env/testenv.sh install (as root)"
+  done
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd -P)
   [[ ! -e $dir/pids/netns.pid ]] || ndie "$dir is in use: run node.sh down $dir first"
