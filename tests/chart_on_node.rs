@@ -542,6 +542,41 @@ operator:
         node.lease_holder().filter(|h| *h != leader)
     });
     eprintln!("failover {leader} -> {new_leader}: {:.1?}", t.elapsed());
+    // Deleting a pod lets the leader release the Lease on SIGTERM. A leader that hangs releases
+    // nothing: freeze the new leader's process from the host (SIGSTOP); the other replica takes
+    // over once the Lease expires (leaseDurationSeconds 6). Thawed, the old leader finds the
+    // Lease taken and exits (kubelet restarts it), so only one instance ever reconciles.
+    let t = Instant::now();
+    let pods = wait("two Ready replicas after the failover", 90, || {
+        let pods = node.pods();
+        (pods.len() == 2 && pods.iter().all(|p| p.2 && !p.3.is_empty())).then_some(pods)
+    });
+    let frozen = pods
+        .iter()
+        .find(|p| p.0 == new_leader)
+        .expect("the leader is a replica");
+    let pid = node.container_pid(&frozen.3).to_string();
+    ok(Command::new("kill").args(["-STOP", &pid]), None);
+    let taken = wait("the other replica takes over the expired Lease", 60, || {
+        node.lease_holder().filter(|h| *h != new_leader)
+    });
+    ok(Command::new("kill").args(["-CONT", &pid]), None);
+    eprintln!("{new_leader} frozen -> {taken}: {:.1?}", t.elapsed());
+    wait(
+        "the thawed old leader exits, seeing the Lease taken",
+        60,
+        || {
+            let out = output(
+                node.kubectl()
+                    .args(["logs", "-n", NS, &new_leader, "--previous"]),
+                None,
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .contains("lost the leader Lease")
+                .then_some(())
+        },
+    );
+    assert_eq!(node.lease_holder().as_deref(), Some(taken.as_str()));
     node.apply(
         KEYS_NS,
         &howto(&vault, "after-failover", "node-after-failover"),
