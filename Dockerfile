@@ -2,15 +2,19 @@
 #
 #   docker build -t vaultkey-operator .
 #
-# Runtime base: gcr.io/distroless/cc-debian12:nonroot, not a static musl build. The binary is
-# built for the image's default *-unknown-linux-gnu target and links glibc dynamically; its only
-# shared libraries are libc, libm, libgcc_s and the loader (aws-lc, rustls' crypto, is compiled
-# in and needs nothing but libc). distroless/cc is distroless/base (glibc, CA certificates,
-# tzdata, the nonroot user 65532) plus libgcc_s, which Rust's unwinder needs and base lacks.
-# A musl build for distroless/static would need a musl C toolchain for aws-lc-sys and
-# jemalloc, for a saving of a few MB.
-# The build stage is bookworm (glibc 2.36) to match debian12: a binary linked against a newer
-# glibc (trixie) can need symbol versions debian12 does not have.
+# One recipe with deploy/image.sh, which builds the same image without Docker (where no registry
+# is reachable, e.g. the test node): the build stage runs `deploy/image.sh rootfs` and the final
+# stage is that directory FROM scratch. tests/image.rs fails when this file and the script drift
+# (final-stage USER/ENTRYPOINT/CMD against the script's OCI config; only the rootfs copied).
+#
+# The root filesystem (see deploy/image.sh): the binary, the loader and the shared libraries
+# `ldd` lists (libc, libm, libgcc_s: aws-lc, rustls' crypto, is compiled in; libgcc_s is Rust's
+# unwinder), Debian's CA bundle, passwd/group with nonroot 65532, nsswitch.conf. That is what
+# gcr.io/distroless/cc-debian12:nonroot, the former base, provided and the operator uses; not
+# tzdata (the operator works in UTC only) nor /tmp (it writes no file; the chart's root
+# filesystem is read-only).
+# The build stage is bookworm (glibc 2.36): the libraries come from the stage that linked the
+# binary, so their versions always match it.
 # No shell in the final image: ENTRYPOINT and CMD are exec form.
 
 FROM rust:1.95-bookworm AS build
@@ -21,10 +25,10 @@ COPY . .
 # aws-lc-sys builds with the cc crate and the image's gcc (no cmake, no bindgen needed);
 # jemalloc (the global allocator, see src/main.rs) with its gcc and make.
 RUN cargo build --release --locked --bin vaultkey-operator \
-    && cp target/release/vaultkey-operator /vaultkey-operator
+    && deploy/image.sh rootfs target/release/vaultkey-operator /rootfs
 
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /vaultkey-operator /vaultkey-operator
+FROM scratch
+COPY --from=build /rootfs /
 # Numeric, so that Kubernetes can verify runAsNonRoot.
 USER 65532:65532
 ENTRYPOINT ["/vaultkey-operator"]

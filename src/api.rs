@@ -77,8 +77,8 @@ pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
     validation = Rule::new("!has(self.keySize) || self.keyType in ['RSA', 'RSA-HSM', 'oct-HSM']").field_path(".keySize").message("keySize applies only to RSA, RSA-HSM and oct-HSM keys; EC keys take a curve"),
     validation = Rule::new("!has(self.curve) || self.keyType in ['EC', 'EC-HSM']").field_path(".curve").message("curve applies only to EC and EC-HSM keys"),
     validation = Rule::new("!has(self.publicExponent) || self.keyType in ['RSA', 'RSA-HSM']").field_path(".publicExponent").message("publicExponent applies only to RSA keys"),
-    validation = Rule::new(format!("!has(self.keySize) || self.keyType != 'oct-HSM' || self.keySize in {OCT_KEY_SIZES:?}")).field_path(".keySize").message("oct-HSM keySize must be 128, 192 or 256 (e.g. keySize: 256)"),
-    validation = Rule::new(format!("!has(self.keySize) || !(self.keyType in ['RSA', 'RSA-HSM']) || self.keySize in {RSA_KEY_SIZES:?}")).field_path(".keySize").message("RSA keySize must be 2048, 3072 or 4096 (e.g. keySize: 2048)"),
+    validation = Rule::new(format!("!has(self.keySize) || self.keyType != 'oct-HSM' || self.keySize in {OCT_KEY_SIZES:?}")).field_path(".keySize").message(format!("oct-HSM keySize must be one of {OCT_KEY_SIZES:?} (e.g. keySize: 256)").as_str()),
+    validation = Rule::new(format!("!has(self.keySize) || !(self.keyType in ['RSA', 'RSA-HSM']) || self.keySize in {RSA_KEY_SIZES:?}")).field_path(".keySize").message(format!("RSA keySize must be one of {RSA_KEY_SIZES:?} (e.g. keySize: 2048)").as_str()),
     validation = Rule::new("!has(self.attributes) || !has(self.attributes.exportable) || !self.attributes.exportable || has(self.releasePolicy)").field_path(".attributes.exportable").message("spec.attributes.exportable: Key Vault refuses an exportable key without a release policy: add spec.releasePolicy, or remove exportable"),
     validation = Rule::new("self.keyType != 'oct-HSM' || !self.vaultUrl.matches('^(?i)https://[^/:]+\\\\.vault\\\\.(azure\\\\.net|azure\\\\.cn|usgovcloudapi\\\\.net)(:[0-9]+)?/?$')").message("oct-HSM keys exist only in a Managed HSM, and vaultUrl is a Key Vault: use a Managed HSM URL (https://<hsm>.managedhsm.azure.net) or keyType RSA-HSM / EC-HSM").field_path(".keyType"),
     validation = Rule::new("!has(self.import) || self.keyType in ['RSA', 'RSA-HSM', 'EC', 'EC-HSM']").message("import supports RSA and EC material only"),
@@ -90,8 +90,13 @@ pub const MAX_INT64_FIELD: i64 = (1 << 53) - 1;
 #[serde(rename_all = "camelCase")]
 pub struct VaultKeySpec {
     /// URL of the vault, e.g. `https://my-vault.vault.azure.net`. Immutable.
-    #[x_kube(validation = Rule::new("self == oldSelf").message("vaultUrl is immutable"))]
-    #[schemars(regex(pattern = r"^https://[^/?#\s]+/?$"), length(max = 512))]
+    #[x_kube(
+        validation = Rule::new(r"self.matches(r'^https://[^/?#\s]+/?$')").message("vaultUrl must be the vault's https URL with no path, e.g. https://my-vault.vault.azure.net"),
+        // The same vault in another spelling (letter case, a trailing slash) is no change:
+        // immutability protects the vault, not its spelling (as validate::vault_url reads it).
+        validation = Rule::new("(self.endsWith('/') ? self.substring(0, size(self) - 1) : self).lowerAscii() == (oldSelf.endsWith('/') ? oldSelf.substring(0, size(oldSelf) - 1) : oldSelf).lowerAscii()").message("vaultUrl is immutable: to move a key to another vault, create a new VaultKey"),
+    )]
+    #[schemars(length(max = 512))]
     pub vault_url: String,
 
     /// Name of the key in the vault; defaults to `metadata.name`. Immutable. Key Vault allows

@@ -379,11 +379,9 @@ fn exchange_error(identity: &Resolved, vault_url: &str, e: &azure_core::Error) -
         e.kind(),
         azure_core::error::ErrorKind::HttpResponse { status, .. } if status.is_client_error()
     ) || e.to_string().contains("AADSTS");
-    let message: String = e
-        .to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
+    // Azure AD puts a trace id, a correlation id and a timestamp in every answer: masked, so an
+    // unchanged refusal writes nothing new (the same rule as the vault's messages).
+    let message: String = crate::keyvault::message::stable_message(&e.to_string())
         .chars()
         .take(400)
         .collect();
@@ -418,6 +416,46 @@ mod tests {
                 .collect(),
         );
         sa
+    }
+
+    #[test]
+    fn an_unchanged_refusal_reads_the_same_on_every_attempt() {
+        let identity = Resolved {
+            namespace: "team-a".into(),
+            service_account: "kv".into(),
+            client_id: "00000000-0000-0000-0000-00000000000a".into(),
+            tenant_id: "00000000-0000-0000-0000-00000000000b".into(),
+        };
+        let refusal = |trace: &str, at: &str| {
+            let e = azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                format!(
+                    "AADSTS700213: No matching federated identity record found for presented assertion subject 'system:serviceaccount:team-a:kv'.\r\nTrace ID: {trace}\r\nCorrelation ID: {trace}\r\nTimestamp: {at}"
+                ),
+            );
+            exchange_error(&identity, "https://v.vault.azure.net", &e).to_string()
+        };
+        let first = refusal(
+            "0c5c8a0e-1d2b-4b7a-9f3e-2a1b0c9d8e7f",
+            "2026-12-03 20:11:02Z",
+        );
+        let second = refusal(
+            "11111111-2222-4333-8444-555555555555",
+            "2026-12-03 20:11:09Z",
+        );
+        assert_eq!(first, second);
+        assert!(first.contains("AADSTS700213"), "the cause stays: {first}");
+        assert!(matches!(
+            exchange_error(
+                &identity,
+                "https://v",
+                &azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    "AADSTS1"
+                )
+            ),
+            IdentityError::ExchangeRefused { .. }
+        ));
     }
 
     #[test]

@@ -29,12 +29,6 @@ use zeroize::Zeroizing;
 /// big-number work on hostile Secrets before anything is decoded.
 pub const MAX_INPUT_LEN: usize = 64 * 1024;
 
-/// Key Vault rejects RSA keys below 2048 bits.
-pub const MIN_RSA_BITS: usize = 2048;
-
-/// Key Vault (and the `rsa` crate) stop at 4096-bit RSA keys.
-pub const MAX_RSA_BITS: usize = 4096;
-
 /// The API's curve type: the curves Key Vault can hold, as its JWKs name them.
 pub use crate::api::Curve;
 
@@ -330,10 +324,11 @@ pub enum MaterialError {
     UnsupportedCurve,
     #[error("EC private key does not name its curve (explicit curve parameters are not supported)")]
     MissingCurve,
-    #[error("RSA key is {bits} bits; Key Vault requires at least 2048 bits")]
-    RsaKeyTooSmall { bits: usize },
-    #[error("RSA key is {bits} bits; the largest supported size is 4096 bits")]
-    RsaKeyTooLarge { bits: usize },
+    #[error(
+        "RSA key is {bits} bits; Key Vault imports RSA keys of {:?} bits",
+        crate::keyvault_rules::RSA_KEY_SIZES
+    )]
+    RsaKeySize { bits: usize },
     #[error("RSA JWK must include the CRT parameters p, q, dp, dq, qi")]
     MissingCrtParameters,
     #[error("inconsistent RSA key: {0}")]
@@ -763,11 +758,8 @@ struct RsaParts<'a> {
 fn rsa_material(parts: RsaParts<'_>) -> Result<PrivateJwk, MaterialError> {
     let n_bytes = uint_bytes(parts.n);
     let bits = bit_len(n_bytes);
-    if bits < MIN_RSA_BITS {
-        return Err(MaterialError::RsaKeyTooSmall { bits });
-    }
-    if bits > MAX_RSA_BITS {
-        return Err(MaterialError::RsaKeyTooLarge { bits });
+    if !crate::keyvault_rules::rsa_size_ok(bits) {
+        return Err(MaterialError::RsaKeySize { bits });
     }
     // Bound every component by the modulus so big-number work on crafted input stays cheap.
     let members = [
@@ -1665,7 +1657,7 @@ mod tests {
             assert!(
                 matches!(
                     err,
-                    MaterialError::InconsistentRsa(_) | MaterialError::RsaKeyTooSmall { .. }
+                    MaterialError::InconsistentRsa(_) | MaterialError::RsaKeySize { .. }
                 ),
                 "{name}: {err}"
             );
@@ -1903,7 +1895,7 @@ mod tests {
             MaterialError::PublicOnly("a certificate")
         );
         let small = parse_err(fixture!("rsa1024_pkcs1.pem"));
-        assert_eq!(small, MaterialError::RsaKeyTooSmall { bits: 1024 });
+        assert_eq!(small, MaterialError::RsaKeySize { bits: 1024 });
         assert!(small.to_string().contains("1024"));
         for unknown in [
             fixture!("ec_secp224r1_sec1.pem"),

@@ -49,8 +49,20 @@ pub const MAX_TAG_VALUE_LEN: usize = 256;
 pub const RSA_KEY_SIZES: [i32; 3] = [2048, 3072, 4096];
 /// oct-HSM key sizes (Managed HSM).
 pub const OCT_KEY_SIZES: [i32; 3] = [128, 192, 256];
-/// The smallest RSA modulus Key Vault imports.
-pub const MIN_IMPORTED_RSA_BITS: usize = 2048;
+
+/// Whether Key Vault generates or imports an RSA modulus of `bits` bits (the same sizes both ways).
+pub fn rsa_size_ok(bits: usize) -> bool {
+    RSA_KEY_SIZES
+        .iter()
+        .any(|size| usize::try_from(*size) == Ok(bits))
+}
+
+/// Whether Key Vault (Managed HSM) holds an oct-HSM key of `bits` bits.
+pub fn oct_size_ok(bits: usize) -> bool {
+    OCT_KEY_SIZES
+        .iter()
+        .any(|size| usize::try_from(*size) == Ok(bits))
+}
 
 /// The latest `exp`/`nbf` the operator sends or shows: 9998-12-31T23:59:59Z. Key Vault takes
 /// Unix seconds, but `metav1.Time` in the status goes through `jiff`, whose timestamps end at

@@ -411,14 +411,17 @@ fn generated_material(spec: &VaultKeySpec) -> Result<Material, InvalidSpec> {
             if !OCT_KEY_SIZES.contains(&size) {
                 return Err(invalid(
                     "keySize",
-                    "oct-HSM keySize must be 128, 192 or 256",
+                    format!("oct-HSM keySize must be one of {OCT_KEY_SIZES:?}"),
                 ));
             }
             Some(size)
         }
         (KeyType::Rsa | KeyType::RsaHsm, Some(size)) => {
             if !RSA_KEY_SIZES.contains(&size) {
-                return Err(invalid("keySize", "RSA keySize must be 2048, 3072 or 4096"));
+                return Err(invalid(
+                    "keySize",
+                    format!("RSA keySize must be one of {RSA_KEY_SIZES:?}"),
+                ));
             }
             Some(size)
         }

@@ -205,6 +205,58 @@ spec:
     assert!(auto.last_rotation_time.is_some());
 }
 
+/// 4a. Material whose type contradicts keyType (EC under RSA, RSA under EC) is refused before
+/// any vault call, naming spec.keyType, and no key is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn imported_material_of_another_type_is_refused_before_the_vault() {
+    let env = Env::get();
+    let client = env.kube().await;
+    let ns = fresh_namespace(&client, "mismatch").await;
+    let _operator = Operator::start(&env, &ns, 2);
+    let vault = env.vault(&env.vault_url);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "material"},
+        "stringData": {
+            "ec.pem": include_str!("fixtures/key_material/ec_p256_pkcs8.pem"),
+            "rsa.json": include_str!("fixtures/key_material/rsa2048.jwk.json"),
+        }
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    for (name, key_type, entry) in [
+        ("ec-as-rsa", "RSA", "ec.pem"),
+        ("rsa-as-ec", "EC", "rsa.json"),
+    ] {
+        let key = format!("{name}-{ns}");
+        create(
+            &client,
+            &ns,
+            &format!(
+                "apiVersion: vaultkey.dev/v1alpha1\nkind: VaultKey\nmetadata: {{name: {name}}}\nspec:\n  vaultUrl: {}\n  keyName: {key}\n  keyType: {key_type}\n  import: {{secretRef: {{name: material, key: {entry}}}}}\n",
+                env.vault_url
+            ),
+        )
+        .await
+        .unwrap();
+        let vk = wait_ready(&client, &ns, name, "False").await;
+        let ready = vk.ready_condition().expect("Ready");
+        assert_eq!(ready.reason, "InvalidKeyMaterial", "{name}: {ready:?}");
+        assert!(
+            ready.message.contains("keyType") && ready.message.contains("import.secretRef"),
+            "{name}: {}",
+            ready.message
+        );
+        assert!(
+            vault.get_key(&key).await.unwrap().is_none(),
+            "{name}: nothing imported"
+        );
+    }
+}
+
 /// 4. Import from a Secret: once, not again on resync, once more when the material changes,
 /// and the material never reaches the operator's logs.
 #[tokio::test(flavor = "multi_thread")]
@@ -525,7 +577,7 @@ async fn invalid_manifests_are_rejected_at_apply_time() {
         ),
         (
             "keyType: RSA\n  keySize: 1024",
-            "RSA keySize must be 2048, 3072 or 4096",
+            "RSA keySize must be one of [2048, 3072, 4096]",
         ),
         ("keyType: RSA\n  curve: P-256", "curve applies only to EC"),
         (

@@ -653,8 +653,9 @@ async fn backoff_holds_when_the_error_changes_between_attempts() {
         json!({"window_seconds": window.as_secs(), "vault_reads": attempts, "events": warnings}),
     );
     assert!(operator.is_running());
-    // Backoff from the first failure: attempts at 0, 2, 6 and 14 s (the next at 30 s); one
-    // more for the first status write.
+    // Backoff from the first failure: attempts at 0, 5 and 15 s (the next at 35 s), within the
+    // bound of 6 that the former 2 s backoff (0, 2, 6, 14 s, one more for the first status
+    // write) also kept.
     assert!(
         attempts <= 6.0,
         "{attempts} reads of a failing vault in {window:?} (backoff allows about 5): each change of the error message wrote status, and the operator's own status write started the next attempt at once"
@@ -1827,7 +1828,7 @@ async fn invalid_manifest_corpus_is_rejected_naming_the_field() {
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: oct\n".into(), "spec.keyType: Unsupported value"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n  keySize: big\n".into(), "spec.keySize"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n  keySize: 2048.5\n".into(), "spec.keySize"),
-        ("  vaultUrl: https://v.vault.azure.net\n  keyType: oct-HSM\n  keySize: 2048\n".into(), "oct-HSM keySize must be 128, 192 or 256"),
+        ("  vaultUrl: https://v.vault.azure.net\n  keyType: oct-HSM\n  keySize: 2048\n".into(), "oct-HSM keySize must be one of [128, 192, 256]"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: EC\n  curve: P-192\n".into(), "spec.curve: Unsupported value"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: EC\n  publicExponent: 3\n".into(), "publicExponent applies only to RSA"),
         ("  vaultUrl: https://v.vault.azure.net\n  keyType: RSA\n  publicExponent: 1\n".into(), "spec.publicExponent"),

@@ -288,6 +288,84 @@ async fn a_persistent_failure_with_a_changing_message_stays_within_its_backoff()
     );
 }
 
+/// The same class with the vault's own pacing: a vault that answers every create with 429 and
+/// `Retry-After: 1` was asked again every second, forever (Retry-After alone set the wait). Now
+/// the wait is the later of Retry-After and the backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vault_that_keeps_throttling_is_asked_no_faster_than_the_backoff() {
+    let scenario = Scenario::exclusive("throttled").await;
+    let env = &scenario.env;
+    let _faults = FaultInjection::on(
+        env,
+        json!({"rate": 1.0, "kinds": ["throttle"], "retryAfterSeconds": 1, "seed": 7, "operations": ["create_key"]}),
+    )
+    .await;
+    let _operator = scenario.start_operator(&[]);
+    let before = Stats::read(env).await;
+    scenario
+        .create_vaultkey("throttled", &env.vault_url, "  keyType: EC\n")
+        .await;
+    wait_reason(&scenario, "throttled", "Throttled", Duration::from_secs(30)).await;
+    let window = Duration::from_secs(100);
+    tokio::time::sleep(window).await;
+    let stats = Stats::read(env).await.since(&before);
+    let creates = stats.count("create_key");
+    let events = scenario.events("throttled").await;
+    figure(
+        "persistent_throttle",
+        json!({"window_seconds": window.as_secs(), "retry_after_seconds": 1, "create_requests": creates, "throttled_events": reasons(&events, "Throttled"), "operations": stats.operations()}),
+    );
+    // Attempts at 0, 5, 15, 35 and 75 s (Retry-After alone: about 100).
+    assert!(
+        (3..=6).contains(&creates),
+        "{creates} create requests in {window:?}: the backoff allows five"
+    );
+    assert!(
+        reasons(&events, "Throttled") <= 1,
+        "at most one Warning for the one reason: {events:?}"
+    );
+}
+
+/// A vault that refuses a rotation policy after the key was created: the message names
+/// spec.rotationPolicy and says the key stands without it; one version, no second create.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_rotation_policy_names_the_field_and_makes_no_second_version() {
+    let scenario = Scenario::exclusive("policy-refused").await;
+    let env = &scenario.env;
+    let _dialect = Dialect::on(
+        env,
+        "default",
+        json!({"persistentError": {"operations": ["set_rotation_policy"], "status": 400, "code": "BadParameter"}}),
+    )
+    .await;
+    let _operator = scenario.start_operator(&[]);
+    scenario
+        .create_vaultkey(
+            "policy-refused",
+            &env.vault_url,
+            "  keyType: EC\n  rotationPolicy:\n    expiresIn: P90D\n    lifetimeActions:\n    - action: Rotate\n      timeAfterCreate: P30D\n",
+        )
+        .await;
+    let vk = wait_reason(
+        &scenario,
+        "policy-refused",
+        "VaultRejected",
+        Duration::from_secs(30),
+    )
+    .await;
+    let message = vk.ready_condition().expect("Ready").message.clone();
+    assert!(
+        message.contains("spec.rotationPolicy") && message.contains("a key just created has none"),
+        "{message}"
+    );
+    // Several backoff rounds: the policy is retried, the key is not created again.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let facts = key_facts(env, "default", &scenario.key_name("policy-refused"))
+        .await
+        .expect("the key exists");
+    assert_eq!(facts.versions, 1, "one version: {message}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // When the vault contradicts status, confirm before acting
 // ---------------------------------------------------------------------------------------------
@@ -299,11 +377,25 @@ async fn a_persistent_failure_with_a_changing_message_stays_within_its_backoff()
 async fn a_key_the_vault_hides_is_confirmed_not_created_again() {
     let scenario = Scenario::exclusive("hidden").await;
     let env = &scenario.env;
-    let _operator = scenario.start_operator(&["--resync-seconds", "2"]);
+    // Every resync reads the key itself (the subject here), not only the vault's key list.
+    let _operator =
+        scenario.start_operator(&["--resync-seconds", "2", "--verify-interval-seconds", "2"]);
     scenario
         .create_vaultkey("hidden", &env.vault_url, "  keyType: EC\n")
         .await;
-    let created = scenario.wait_ready("hidden", "True").await;
+    let first = scenario.wait_ready("hidden", "True").await;
+    // Two versions, so that a versionCount reset to 1 would show.
+    scenario
+        .patch_spec("hidden", json!({"rotateToken": "second"}))
+        .await;
+    let created = eventually("the rotation", Duration::from_secs(30), || async {
+        let vk = scenario.vaultkey("hidden").await;
+        let status = vk.status.as_ref()?;
+        (status.version_count == Some(2)
+            && status.current_version != first.status.as_ref()?.current_version)
+            .then_some(vk)
+    })
+    .await;
     let _dialect = Dialect::on(env, "default", json!({"hideDisabledKeys": true})).await;
     scenario
         .patch_spec("hidden", json!({"attributes": {"enabled": false}}))
@@ -325,10 +417,11 @@ async fn a_key_the_vault_hides_is_confirmed_not_created_again() {
         json!({"versions": facts.versions, "hidden_reads": dialect, "operations": stats.operations()}),
     );
     assert!(dialect > 0, "the vault hid the key at least once");
-    assert_eq!(facts.versions, 1, "no second version");
+    assert_eq!(facts.versions, 2, "no third version");
     assert_eq!(stats.count("create_key"), 0);
+    assert_eq!(stats.count("rotate_key"), 0);
     let status = vk.status.expect("status");
-    assert_eq!(status.version_count, Some(1));
+    assert_eq!(status.version_count, Some(2), "versionCount kept");
     assert_eq!(
         status.current_version,
         created.status.and_then(|s| s.current_version)

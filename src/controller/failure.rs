@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 
 use crate::identity::IdentityError;
-use crate::keyvault::{VaultError, VaultErrorKind};
+use crate::keyvault::{Operation, VaultError, VaultErrorKind};
 use crate::plan::Blocker;
 use crate::validate::InvalidSpec;
 
@@ -147,6 +147,14 @@ impl Failure {
                 VaultErrorKind::Paced { .. } => {
                     format!("{vault}: {} {}", e.operation.as_str(), e.message)
                 }
+                VaultErrorKind::Rejected => match spec_fields(e.operation) {
+                    Some(fields) => format!(
+                        "{vault} refused {} for {fields} ({e}); change {fields} to what Key Vault accepts{}",
+                        e.operation.as_str(),
+                        consequence(e.operation)
+                    ),
+                    None => format!("{vault}: {e}"),
+                },
                 _ => format!("{vault}: {e}"),
             },
         }
@@ -189,7 +197,12 @@ impl Failure {
                 transient: true, ..
             } => Action::requeue(backoff.next(object)),
             Failure::Vault(e) => match &e.kind {
-                VaultErrorKind::Throttled { retry_after } => Action::requeue(*retry_after),
+                // A vault that keeps answering 429 with a short Retry-After must not be asked
+                // faster than any other persistent failure: the later of the two.
+                VaultErrorKind::Throttled { retry_after } => {
+                    Action::requeue((*retry_after).max(backoff.next(object)))
+                }
+                // A promised budget slot: the operator's own schedule, not a failure.
                 VaultErrorKind::Paced { retry_in } => Action::requeue(*retry_in),
                 VaultErrorKind::Forbidden
                 | VaultErrorKind::DeletedButRecoverable
@@ -197,6 +210,38 @@ impl Failure {
                 _ => Action::requeue(backoff.next(object)),
             },
         }
+    }
+}
+
+/// The spec fields a vault write carries, so a refusal names what the person should change.
+fn spec_fields(operation: Operation) -> Option<&'static str> {
+    match operation {
+        Operation::CreateKey => Some(
+            "spec.keyType, keySize, curve, publicExponent, keyOps, attributes, tags or releasePolicy",
+        ),
+        Operation::ImportKey => {
+            Some("spec.import (the key material) or spec.keyType, attributes, tags")
+        }
+        Operation::UpdateKey => Some("spec.attributes, keyOps, tags or releasePolicy"),
+        Operation::SetRotationPolicy => Some("spec.rotationPolicy"),
+        Operation::RotateKey => Some("spec.rotateToken (the rotation it asks for)"),
+        Operation::RecoverDeletedKey => Some("spec.recoverSoftDeleted"),
+        Operation::DeleteKey | Operation::PurgeDeletedKey => Some("spec.deletionPolicy"),
+        Operation::GetKey
+        | Operation::ListKeys
+        | Operation::ListVersions
+        | Operation::GetRotationPolicy
+        | Operation::GetDeletedKey => None,
+    }
+}
+
+/// What stands meanwhile, when the refused write follows others that were kept.
+fn consequence(operation: Operation) -> &'static str {
+    match operation {
+        Operation::SetRotationPolicy => {
+            "; meanwhile the key keeps the rotation policy it had (a key just created has none)"
+        }
+        _ => "",
     }
 }
 
@@ -232,6 +277,66 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vault_failure(kind: VaultErrorKind, operation: Operation) -> Failure {
+        Failure::Vault(VaultError::new(
+            kind,
+            operation,
+            "Bad Request: the policy is invalid",
+        ))
+    }
+
+    #[test]
+    fn a_refused_write_names_the_spec_field_to_change() {
+        let policy = vault_failure(VaultErrorKind::Rejected, Operation::SetRotationPolicy)
+            .message("https://v.vault.azure.net", "k");
+        assert!(policy.contains("spec.rotationPolicy"), "{policy}");
+        assert!(
+            policy.contains("the policy is invalid"),
+            "the vault's cause stays: {policy}"
+        );
+        assert!(policy.contains("a key just created has none"), "{policy}");
+        for operation in [
+            Operation::CreateKey,
+            Operation::ImportKey,
+            Operation::UpdateKey,
+            Operation::RotateKey,
+            Operation::RecoverDeletedKey,
+            Operation::DeleteKey,
+            Operation::PurgeDeletedKey,
+        ] {
+            let message =
+                vault_failure(VaultErrorKind::Rejected, operation).message("https://v", "k");
+            assert!(message.contains("spec."), "{operation:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_short_retry_after_never_outruns_the_backoff() {
+        let backoff = Backoff::default();
+        let throttled = vault_failure(
+            VaultErrorKind::Throttled {
+                retry_after: Duration::from_secs(1),
+            },
+            Operation::CreateKey,
+        );
+        let resync = Duration::from_secs(300);
+        let waits: Vec<Action> = (0..4)
+            .map(|_| throttled.wait(resync, &backoff, "ns/a"))
+            .collect();
+        let expected = [5, 10, 20, 40].map(|s| Action::requeue(Duration::from_secs(s)));
+        assert_eq!(waits, expected);
+        let long = vault_failure(
+            VaultErrorKind::Throttled {
+                retry_after: Duration::from_secs(120),
+            },
+            Operation::CreateKey,
+        );
+        assert_eq!(
+            long.wait(resync, &backoff, "ns/b"),
+            Action::requeue(Duration::from_secs(120))
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_five_seconds_to_five_minutes() {

@@ -195,16 +195,20 @@ impl Error {
         }
     }
 
-    /// A wait the vault asked for (Retry-After) or the budget promised.
-    fn vault_wait(&self) -> Option<Duration> {
+    /// When to try again: a promised budget slot when that is all that stopped it, else the
+    /// backoff — for a 429 the later of Retry-After and the backoff, so a vault that keeps
+    /// throttling with a short Retry-After is not asked faster than any other failure.
+    fn retry_in(&self, backoff: &Backoff, object: &str) -> Duration {
         match self.inner() {
             Error::Cleanup(VaultError {
-                kind:
-                    VaultErrorKind::Throttled { retry_after: wait }
-                    | VaultErrorKind::Paced { retry_in: wait },
+                kind: VaultErrorKind::Paced { retry_in },
                 ..
-            }) => Some(*wait),
-            _ => None,
+            }) => *retry_in,
+            Error::Cleanup(VaultError {
+                kind: VaultErrorKind::Throttled { retry_after },
+                ..
+            }) => (*retry_after).max(backoff.next(object)),
+            _ => backoff.next(object),
         }
     }
 }
@@ -423,7 +427,7 @@ pub fn error_policy(obj: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Acti
             reason: error.reason().into(),
         })
         .inc();
-    Action::requeue(error.vault_wait().unwrap_or_else(|| ctx.backoff.next(&key)))
+    Action::requeue(error.retry_in(&ctx.backoff, &key))
 }
 
 /// One pass of dereference → validate → plan → apply → status.
@@ -634,16 +638,36 @@ mod tests {
 
     #[test]
     fn a_throttled_or_paced_cleanup_waits_as_the_vault_or_the_budget_says() {
+        let backoff = Backoff::default();
         let wait = Duration::from_secs(7);
+        let paced = cleanup_failure(VaultErrorKind::Paced { retry_in: wait });
+        assert_eq!(paced.retry_in(&backoff, "ns/a"), wait);
         assert_eq!(
-            cleanup_failure(VaultErrorKind::Throttled { retry_after: wait }).vault_wait(),
-            Some(wait)
+            paced.retry_in(&backoff, "ns/a"),
+            wait,
+            "a promise is not a failure"
         );
+        let throttled = cleanup_failure(VaultErrorKind::Throttled {
+            retry_after: Duration::from_secs(1),
+        });
+        let waits: Vec<u64> = (0..4)
+            .map(|_| throttled.retry_in(&backoff, "ns/b").as_secs())
+            .collect();
         assert_eq!(
-            cleanup_failure(VaultErrorKind::Paced { retry_in: wait }).vault_wait(),
-            Some(wait)
+            waits,
+            [5, 10, 20, 40],
+            "a short Retry-After never outruns the backoff"
         );
-        assert_eq!(cleanup_failure(VaultErrorKind::Timeout).vault_wait(), None);
+        let long = cleanup_failure(VaultErrorKind::Throttled {
+            retry_after: Duration::from_secs(90),
+        });
+        assert_eq!(long.retry_in(&backoff, "ns/c").as_secs(), 90);
+        assert_eq!(
+            cleanup_failure(VaultErrorKind::Timeout)
+                .retry_in(&backoff, "ns/d")
+                .as_secs(),
+            5
+        );
     }
 
     #[test]

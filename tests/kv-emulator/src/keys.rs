@@ -13,6 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 
 use crate::error::ApiError;
+// Key Vault's sizes, from the operator's table of its rules (one source for both).
+use crate::keyvault_rules::{OCT_KEY_SIZES, RSA_KEY_SIZES};
 use crate::model::JsonWebKeyIn;
 
 /// Every key operation the REST API knows.
@@ -155,9 +157,11 @@ impl KeyShape {
                     )));
                 }
                 match key_size.unwrap_or(2048) {
-                    size @ (2048 | 3072 | 4096) => Ok(KeyShape::Rsa { bits: size as u32 }),
+                    size if RSA_KEY_SIZES.iter().any(|s| i64::from(*s) == size) => {
+                        Ok(KeyShape::Rsa { bits: size as u32 })
+                    }
                     other => Err(ApiError::bad_parameter(format!(
-                        "Invalid key size {other} for key type {}. Supported sizes are 2048, 3072 and 4096.",
+                        "Invalid key size {other} for key type {}. Supported sizes are {RSA_KEY_SIZES:?}.",
                         kty.as_str()
                     ))),
                 }
@@ -179,9 +183,11 @@ impl KeyShape {
                     ));
                 }
                 match key_size.unwrap_or(256) {
-                    size @ (128 | 192 | 256) => Ok(KeyShape::Oct { bits: size as u32 }),
+                    size if OCT_KEY_SIZES.iter().any(|s| i64::from(*s) == size) => {
+                        Ok(KeyShape::Oct { bits: size as u32 })
+                    }
                     other => Err(ApiError::bad_parameter(format!(
-                        "Invalid key size {other} for key type oct-HSM. Supported sizes are 128, 192 and 256."
+                        "Invalid key size {other} for key type oct-HSM. Supported sizes are {OCT_KEY_SIZES:?}."
                     ))),
                 }
             }
@@ -400,9 +406,9 @@ fn import_rsa(jwk: &JsonWebKeyIn, hsm: bool) -> Result<ImportedKey, ApiError> {
     let e = require("e", decode_member("e", &jwk.e)?, "RSA")?;
     let d = require("d", decode_member("d", &jwk.d)?, "RSA")?;
     let bits = bit_len(&n);
-    if !matches!(bits, 2048 | 3072 | 4096) {
+    if !crate::keyvault_rules::rsa_size_ok(bits as usize) {
         return Err(ApiError::bad_parameter(format!(
-            "The RSA key to import has a {bits}-bit modulus; supported sizes are 2048, 3072 and 4096."
+            "The RSA key to import has a {bits}-bit modulus; supported sizes are {RSA_KEY_SIZES:?}."
         )));
     }
     if bit_len(&d) > bits || bit_len(&e) > bits {
@@ -496,9 +502,9 @@ fn import_ec(jwk: &JsonWebKeyIn, hsm: bool) -> Result<ImportedKey, ApiError> {
 fn import_oct(jwk: &JsonWebKeyIn) -> Result<ImportedKey, ApiError> {
     let k = require("k", decode_member("k", &jwk.k)?, "oct")?;
     let bits = (k.len() * 8) as u32;
-    if !matches!(bits, 128 | 192 | 256) {
+    if !crate::keyvault_rules::oct_size_ok(bits as usize) {
         return Err(ApiError::bad_parameter(format!(
-            "The symmetric key to import is {bits} bits long; supported sizes are 128, 192 and 256."
+            "The symmetric key to import is {bits} bits long; supported sizes are {OCT_KEY_SIZES:?}."
         )));
     }
     Ok(ImportedKey {
