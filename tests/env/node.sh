@@ -503,14 +503,9 @@ EOF
   nlog "up in $(since "$t0"); source $dir/env.sh"
 }
 
-# build_operator_image / build_pause_image: deploy/image.sh when the project has it, else the
-# stand-in with the same interface (tests/env/node-image.sh).
-image_tool() {
-  if [[ -x $repo_root/deploy/image.sh ]]; then printf '%s\n' "$repo_root/deploy/image.sh"
-  else printf '%s\n' "$node_here/node-image.sh"; fi
-}
-build_operator_image() { "$(image_tool)" oci "$@"; }
-build_pause_image() { "$(image_tool)" pause "$@"; }
+# The images come from the project's own recipe (the one the Dockerfile packages).
+build_operator_image() { "$repo_root/deploy/image.sh" oci "$@"; }
+build_pause_image() { "$repo_root/deploy/image.sh" pause "$@"; }
 
 cmd_node_image() {
   local dir=${1:?usage: node.sh image DIR BINARY REF} bin=${2:?} ref=${3:?} t
