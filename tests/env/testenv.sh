@@ -4,7 +4,8 @@
 #
 # Usage:
 #   tests/env/testenv.sh install              build/cache etcd, kube-apiserver, kube-controller-manager,
-#                                             kv-emulator; print paths
+#                                             kv-emulator, and the node's (tests/env/node.sh
+#                                             install); print paths
 #   tests/env/testenv.sh up DIR               start everything with state in DIR; writes DIR/env.sh
 #   tests/env/testenv.sh down DIR             stop everything started in DIR (idempotent)
 #   tests/env/testenv.sh run [--keep] -- CMD  install, up in a fresh temp dir, run CMD with DIR/env.sh
@@ -58,7 +59,7 @@ log() { printf 'testenv: %s\n' "$*" >&2; }
 die() { printf 'testenv: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '5,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -164,6 +165,9 @@ cmd_install() {
     [[ -x $(emulator_bin) ]] || die "cargo build -p kv-emulator succeeded but $(emulator_bin) does not exist"
     printf 'kv-emulator %s\n' "$(emulator_bin)"
   fi
+  # The real node of tests/chart_on_node.rs: its binaries and Debian packages, so the README's
+  # test command provisions everything up front (tests/env/node.sh).
+  "$here/node.sh" install
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +257,12 @@ cmd_down() {
   local dir=${1:?usage: testenv.sh down DIR}
   [[ -d $dir ]] || { log "down: $dir does not exist; nothing to stop"; return 0; }
   dir=$(cd "$dir" && pwd -P)
+  # Nodes a test started inside this environment (tests/chart_on_node.rs puts them in DIR/node-*)
+  # and could not stop itself (the test process killed, e.g. by ^C): stopped first, by node.sh.
+  local node_dir
+  for node_dir in "$dir"/node-*/; do
+    [[ -d $node_dir/pids ]] && "$here/node.sh" down "$node_dir"
+  done
   [[ -d $dir/pids ]] || return 0
   # One at a time in reverse start order, so etcd outlives the apiserver that uses it.
   local i name pid
@@ -840,4 +850,7 @@ main() {
   esac
 }
 
-main "$@"
+# tests/env/node.sh sources this file for its helpers (build_go_binary, start, stop_pid, ...).
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi

@@ -208,7 +208,7 @@ async fn run(args: Args) -> Result<(), String> {
     // A stale ready file would make a waiting test read old ports.
     let _ = std::fs::remove_file(&ready_file);
 
-    let tls = tls::generate()?;
+    let tls = tls::generate(args.bind)?;
     let ca_file = dir.join("kv-emulator-ca.pem");
     write_atomically(&ca_file, tls.ca_pem.as_bytes())
         .map_err(|e| format!("writing {}: {e}", ca_file.display()))?;

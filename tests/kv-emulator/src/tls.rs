@@ -1,5 +1,5 @@
-//! TLS material: a throw-away CA and a leaf certificate for `localhost` and
-//! `127.0.0.1`, and the rustls server configuration (aws-lc-rs provider).
+//! TLS material: a throw-away CA and a leaf certificate for `localhost`, `127.0.0.1` and the
+//! `--bind` address, and the rustls server configuration (aws-lc-rs provider).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -21,7 +21,9 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
-pub fn generate() -> Result<TlsMaterial, String> {
+/// `bind`: the address the listeners serve on; it is a SAN too, so clients that reach the
+/// emulator there (pods of the test node, tests/env/node.sh) verify it like a real vault.
+pub fn generate(bind: IpAddr) -> Result<TlsMaterial, String> {
     let ca_key = KeyPair::generate().map_err(|e| err("CA key", e))?;
     let mut ca_params =
         CertificateParams::new(Vec::<String>::new()).map_err(|e| err("CA params", e))?;
@@ -45,6 +47,9 @@ pub fn generate() -> Result<TlsMaterial, String> {
     leaf_params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    if bind != IpAddr::V4(Ipv4Addr::LOCALHOST) && !bind.is_unspecified() {
+        leaf_params.subject_alt_names.push(SanType::IpAddress(bind));
+    }
     leaf_params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
