@@ -867,9 +867,50 @@ async fn confirm_live(
     remembered: &str,
 ) -> Result<Option<ObservedKey>, VaultError> {
     let versions = vault.list_versions(name).await?;
-    let version = versions
-        .first()
-        .map_or(remembered, |v| v.version.as_str())
-        .to_owned();
+    let version = version_to_confirm(&versions, remembered).to_owned();
     vault.get_key_version(name, &version).await
+}
+
+/// The newest listed version (the list is newest first). Key Vault stamps `created` in whole
+/// seconds, so a rotation in the same second as the create ties: among the newest, the version
+/// status remembers wins; taking the other would make an older version current (and correct it).
+fn version_to_confirm<'a>(versions: &'a [KeyVersion], remembered: &'a str) -> &'a str {
+    let Some(newest) = versions.first() else {
+        return remembered;
+    };
+    versions
+        .iter()
+        .take_while(|v| v.created == newest.created)
+        .find(|v| v.version == remembered)
+        .unwrap_or(newest)
+        .version
+        .as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn version(id: &str, second: i64) -> KeyVersion {
+        KeyVersion {
+            version: id.to_owned(),
+            enabled: true,
+            created: Utc.timestamp_opt(1_700_000_000 + second, 0).single(),
+            expires_on: None,
+            not_before: None,
+        }
+    }
+
+    #[test]
+    fn the_confirming_read_takes_the_newest_version_and_status_breaks_a_tie() {
+        // Created and rotated in the same second: the list cannot tell which is newer.
+        let tied = [version("a1", 5), version("b2", 5), version("c3", 1)];
+        assert_eq!(version_to_confirm(&tied, "b2"), "b2");
+        assert_eq!(version_to_confirm(&tied, "a1"), "a1");
+        // Status remembers an older version: a newer one (a rotation elsewhere) is current.
+        assert_eq!(version_to_confirm(&tied, "c3"), "a1");
+        assert_eq!(version_to_confirm(&tied, "gone"), "a1");
+        assert_eq!(version_to_confirm(&[], "remembered"), "remembered");
+    }
 }
