@@ -12,6 +12,8 @@
 //! (about a minute on 2 cores). Nothing here skips: a missing helm, go or environment fails with
 //! the reason. Run: `tests/env/testenv.sh run -- cargo test --test chart`.
 
+#[path = "support/command.rs"]
+mod command;
 mod support;
 
 use std::collections::BTreeSet;
@@ -26,6 +28,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use command::{ok, output};
 use vaultkey_operator::api::VaultKey;
 
 use support::{Env, events_once, eventually, fresh_namespace, get_vk};
@@ -125,45 +129,6 @@ fn kubectl(env: &Env) -> Command {
         .arg(&env.kubeconfig)
         .arg("--request-timeout=30s");
     cmd
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    parts.join(" ")
-}
-
-/// Runs `cmd` with `stdin`, returning its output whatever the exit status.
-fn output(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", describe(cmd)));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin piped");
-        pipe.write_all(input.as_bytes()).expect("stdin written");
-    }
-    child.wait_with_output().expect("command finishes")
-}
-
-/// Runs `cmd`; fails the test with its stderr unless it succeeds; returns stdout.
-fn ok(cmd: &mut Command, stdin: Option<&str>) -> String {
-    let out = output(cmd, stdin);
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}):\n{}{}",
-        describe(cmd),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn values_file(values: &str) -> tempfile::NamedTempFile {

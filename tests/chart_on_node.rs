@@ -9,10 +9,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+#[path = "support/command.rs"]
+mod command;
+use command::{ok, output};
 
 const IMAGE_REPO: &str = "localhost/vaultkey-operator";
 const IMAGE_TAG: &str = "dev";
@@ -22,44 +26,6 @@ const KEYS_NS: &str = "keys";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    parts.join(" ")
-}
-
-fn output(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", describe(cmd)));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin piped");
-        pipe.write_all(input.as_bytes()).expect("stdin written");
-    }
-    child.wait_with_output().expect("command finishes")
-}
-
-fn ok(cmd: &mut Command, stdin: Option<&str>) -> String {
-    let out = output(cmd, stdin);
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}):\n{}{}",
-        describe(cmd),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn node_sh() -> Command {

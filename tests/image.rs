@@ -20,6 +20,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+#[path = "support/command.rs"]
+mod command;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_vaultkey-operator");
 const REF: &str = "vaultkey-operator:image-test";
 
@@ -28,17 +31,19 @@ fn repo() -> &'static Path {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    command::ok(cmd, None)
+}
+
+/// The OCI layout inside `archive`, unpacked into a fresh `dir/layout`.
+fn unpack(archive: &Path, dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&layout));
+    layout
 }
 
 fn script() -> Command {
@@ -69,13 +74,7 @@ fn built() -> &'static Built {
             run(script().arg("oci").arg(BINARY).arg(archive).arg(REF));
         }
 
-        let layout = dir.join("layout");
-        std::fs::create_dir(&layout).unwrap();
-        run(Command::new("tar")
-            .arg("-xf")
-            .arg(&archives[0])
-            .arg("-C")
-            .arg(&layout));
+        let layout = unpack(&archives[0], &dir);
         let json = |digest: &str| -> Value {
             let path = layout
                 .join("blobs/sha256")
@@ -389,13 +388,7 @@ fn the_pause_image_is_reproducible_and_stops_on_sigterm() {
         "two pause archives differ"
     );
 
-    let layout = dir.join("layout");
-    std::fs::create_dir(&layout).unwrap();
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(&archives[0])
-        .arg("-C")
-        .arg(&layout));
+    let layout = unpack(&archives[0], &dir);
     let blob = |digest: &Value| {
         let digest = digest.as_str().expect("a digest");
         layout

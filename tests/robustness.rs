@@ -40,6 +40,50 @@ async fn readyz(metrics_url: &str) -> Option<(u16, String)> {
     Some((status, response.text().await.unwrap_or_default()))
 }
 
+fn scenario_kubeconfig(scenario: &Scenario) -> Value {
+    serde_norway::from_str(&std::fs::read_to_string(&scenario.env.kubeconfig).unwrap()).unwrap()
+}
+
+/// The test environment's kubeconfig with the API server's address replaced by `server`.
+fn kubeconfig_via(scenario: &Scenario, dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+    let mut config = scenario_kubeconfig(scenario);
+    for cluster in config["clusters"].as_array_mut().expect("clusters") {
+        cluster["cluster"]["server"] = json!(server);
+    }
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+/// An operator for the scenario's namespace that reaches the API server through `kubeconfig`;
+/// the process and its metrics URL.
+fn operator_via(
+    scenario: &Scenario,
+    kubeconfig: &std::path::Path,
+) -> (std::process::Child, String) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_vaultkey-operator"))
+        .args([
+            "run",
+            "--namespace",
+            &scenario.ns,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--emulator-static-token",
+            "t",
+            "--emulator-skip-challenge-resource-check",
+            "--shutdown-grace-seconds",
+            "3",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("operator starts");
+    (child, format!("http://127.0.0.1:{port}/metrics"))
+}
+
 /// Sends SIGTERM and returns how long the process took to exit.
 fn terminate(operator: &mut OperatorProcess, limit: Duration) -> Duration {
     let start = Instant::now();
@@ -171,36 +215,9 @@ async fn an_undecodable_vaultkey_is_isolated_and_the_others_reconcile() {
 async fn readiness_fails_and_sigterm_exits_while_the_watch_cannot_list() {
     let scenario = Scenario::shared("nolist").await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let mut config: Value =
-        serde_norway::from_str(&std::fs::read_to_string(&scenario.env.kubeconfig).unwrap())
-            .unwrap();
     let dead = format!("https://127.0.0.1:{}", free_port());
-    for cluster in config["clusters"].as_array_mut().expect("clusters") {
-        cluster["cluster"]["server"] = json!(dead);
-    }
-    std::fs::write(&kubeconfig, serde_json::to_string(&config).unwrap()).unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultkey-operator"))
-        .args([
-            "run",
-            "--namespace",
-            &scenario.ns,
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--emulator-static-token",
-            "t",
-            "--emulator-skip-challenge-resource-check",
-            "--shutdown-grace-seconds",
-            "3",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("operator starts");
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let kubeconfig = kubeconfig_via(&scenario, dir.path(), &dead);
+    let (mut child, metrics) = operator_via(&scenario, &kubeconfig);
     let (status, body) = eventually("/readyz answers", Duration::from_secs(20), || async {
         readyz(&metrics).await
     })
@@ -312,11 +329,7 @@ impl Drop for ApiServerRoute {
 async fn readiness_fails_while_the_api_server_is_unreachable_after_the_watch_synced() {
     let scenario = Scenario::shared("noroute").await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let mut config: Value =
-        serde_norway::from_str(&std::fs::read_to_string(&scenario.env.kubeconfig).unwrap())
-            .unwrap();
-    let server = config["clusters"][0]["cluster"]["server"]
+    let server = scenario_kubeconfig(&scenario)["clusters"][0]["cluster"]["server"]
         .as_str()
         .expect("server")
         .to_owned();
@@ -326,31 +339,8 @@ async fn readiness_fails_while_the_api_server_is_unreachable_after_the_watch_syn
         .to_owned();
     assert!(target.starts_with("127.0.0.1:"), "{server}");
     let route = ApiServerRoute::start(target).await;
-    for cluster in config["clusters"].as_array_mut().expect("clusters") {
-        cluster["cluster"]["server"] = json!(route.server);
-    }
-    std::fs::write(&kubeconfig, serde_json::to_string(&config).unwrap()).unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultkey-operator"))
-        .args([
-            "run",
-            "--namespace",
-            &scenario.ns,
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--emulator-static-token",
-            "t",
-            "--emulator-skip-challenge-resource-check",
-            "--shutdown-grace-seconds",
-            "3",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("operator starts");
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let kubeconfig = kubeconfig_via(&scenario, dir.path(), &route.server);
+    let (mut child, metrics) = operator_via(&scenario, &kubeconfig);
     let probe = || async {
         // The kubelet's probe timeout in the chart.
         tokio::time::timeout(Duration::from_secs(3), readyz(&metrics))
