@@ -41,10 +41,13 @@ pub fn size(var: &str, default: usize) -> usize {
 }
 
 pub fn seed() -> u64 {
-    std::env::var("VAULTKEY_RELIABILITY_SEED")
+    let seed = std::env::var("VAULTKEY_RELIABILITY_SEED")
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(rand::random)
+        .unwrap_or_else(rand::random);
+    // Shown with a failure's output, so the run can be repeated.
+    eprintln!("fault seed {seed} (VAULTKEY_RELIABILITY_SEED={seed} repeats it)");
+    seed
 }
 
 /// Records a figure: printed (visible with `--nocapture`) and, when
@@ -160,14 +163,40 @@ impl Scenario {
             .count()
     }
 
-    /// `wait_converged` in this namespace.
+    /// `wait_converged` in this namespace. A straggler is shown with what the operators
+    /// logged about it, since the last status alone does not say why no pass ended it.
     pub async fn wait_converged(
         &self,
         names: &[String],
         gone: &[String],
         timeout: Duration,
     ) -> Duration {
-        wait_converged(&self.client, &self.ns, names, gone, timeout).await
+        match wait_converged(&self.client, &self.ns, names, gone, timeout).await {
+            Ok(took) => took,
+            Err(stragglers) => {
+                let logs = self.logs.all();
+                let mut report = format!(
+                    "after {timeout:?}, {} VaultKeys have not converged:\n  {}",
+                    stragglers.len(),
+                    stragglers
+                        .iter()
+                        .take(40)
+                        .map(|(_, described)| described.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n  ")
+                );
+                for (name, _) in stragglers.iter().take(3) {
+                    let mention = format!("vaultkey={}/{name} ", self.ns);
+                    let lines: Vec<&str> = logs.lines().filter(|l| l.contains(&mention)).collect();
+                    report.push_str(&format!(
+                        "\n---- what the operators logged about {name} (last 40 of {}) ----\n{}",
+                        lines.len(),
+                        lines[lines.len().saturating_sub(40)..].join("\n")
+                    ));
+                }
+                panic!("{report}");
+            }
+        }
     }
 
     /// `wait_ready` in this namespace.
@@ -818,14 +847,14 @@ pub async fn list_vaultkeys(client: &Client, ns: &str) -> Vec<VaultKey> {
 }
 
 /// Waits until every VaultKey in `names` is converged and every one in `gone` no longer
-/// exists; returns how long it took. Panics with the stragglers after `timeout`.
-pub async fn wait_converged(
+/// exists; returns how long it took, or after `timeout` the stragglers (name, description).
+async fn wait_converged(
     client: &Client,
     ns: &str,
     names: &[String],
     gone: &[String],
     timeout: Duration,
-) -> Duration {
+) -> Result<Duration, Vec<(String, String)>> {
     let start = std::time::Instant::now();
     loop {
         let items = list_vaultkeys(client, ns).await;
@@ -833,34 +862,28 @@ pub async fn wait_converged(
             .iter()
             .map(|vk| (vk.metadata.name.clone().unwrap_or_default(), vk))
             .collect();
-        let waiting: Vec<String> = names
+        let waiting: Vec<(String, String)> = names
             .iter()
             .filter(|n| !by_name.get(*n).is_some_and(|vk| converged(vk)))
             .map(|n| match by_name.get(n) {
-                Some(vk) => describe(vk),
-                None => format!("{n}: missing"),
+                Some(vk) => (n.clone(), describe(vk)),
+                None => (n.clone(), format!("{n}: missing")),
             })
             .chain(gone.iter().filter(|n| by_name.contains_key(*n)).map(|n| {
-                format!(
-                    "{n}: still exists (finalizers {:?})",
-                    by_name[n].metadata.finalizers
+                (
+                    n.clone(),
+                    format!(
+                        "{n}: still exists (finalizers {:?})",
+                        by_name[n].metadata.finalizers
+                    ),
                 )
             }))
             .collect();
         if waiting.is_empty() {
-            return start.elapsed();
+            return Ok(start.elapsed());
         }
         if start.elapsed() > timeout {
-            panic!(
-                "after {timeout:?}, {} VaultKeys have not converged:\n  {}",
-                waiting.len(),
-                waiting
-                    .iter()
-                    .take(40)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            );
+            return Err(waiting);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
