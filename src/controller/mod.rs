@@ -14,6 +14,7 @@ mod failure;
 pub mod invalid;
 mod key_locks;
 mod listing;
+mod own_writes;
 pub mod pause;
 mod retire;
 mod session;
@@ -115,6 +116,7 @@ pub struct Context {
     key_locks: KeyLocks,
     listings: Listings,
     public_keys: config_map::PublicKeys,
+    own_writes: own_writes::OwnWrites,
 }
 
 impl Context {
@@ -137,6 +139,7 @@ impl Context {
             key_locks: KeyLocks::default(),
             listings: Listings::default(),
             public_keys: config_map::PublicKeys::default(),
+            own_writes: own_writes::OwnWrites::default(),
         }
     }
 }
@@ -304,6 +307,7 @@ async fn run_one(
         woken,
     } = watch_scope;
     let mut tracker = WatchTracker::new(index, ctx.clone());
+    let own_writes = ctx.clone();
     // The cache keeps VaultKeys without managedFields (about 40 % of an object) and without
     // kubectl's copy of the last applied manifest (as large as the spec again): the operator
     // never reads them.
@@ -315,6 +319,12 @@ async fn run_one(
         })
         .inspect(move |event| tracker.observe(event))
         .reflect(writer)
+        // After the cache holds the object: until then a reconcile reads the status it wrote.
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Apply(obj)) = event {
+                own_writes.own_writes.seen(obj);
+            }
+        })
         .applied_objects()
         .predicate_filter(intent, PredicateConfig::default());
     let controller = Controller::for_stream(objects, reader)
@@ -350,7 +360,9 @@ fn object_key<K: Resource>(obj: &K) -> String {
 pub async fn reconcile(obj: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Error> {
     let work = async {
         match &obj.0 {
-            Ok(vk) => reconcile_valid(Arc::new(vk.clone()), ctx.clone()).await,
+            Ok(vk) => {
+                reconcile_valid(Arc::new(ctx.own_writes.latest(vk.clone())), ctx.clone()).await
+            }
             Err(invalid) => invalid::report(&obj, invalid, &ctx).await,
         }
     };

@@ -134,12 +134,14 @@ pub async fn hold(
             "kind": "VaultKey",
             "status": status,
         });
-        api.patch_status(
-            &vk.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
+        let written = api
+            .patch_status(
+                &vk.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
+        ctx.own_writes.record(&written);
         ctx.metrics.kube_write("status");
     }
     Ok(Action::await_change())

@@ -810,12 +810,14 @@ impl<'a> Session<'a> {
             "kind": "VaultKey",
             "status": status,
         });
-        api.patch_status(
-            &self.vk.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
+        let written = api
+            .patch_status(
+                &self.vk.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
+        self.ctx.own_writes.record(&written);
         self.ctx.metrics.kube_write("status");
         Ok(())
     }

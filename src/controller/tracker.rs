@@ -108,5 +108,6 @@ impl WatchTracker {
         self.ctx.public_keys.forget(uid);
         self.ctx.listings.forget(uid);
         self.ctx.backoff.reset(key);
+        self.ctx.own_writes.forget(uid);
     }
 }
