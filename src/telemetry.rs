@@ -111,6 +111,7 @@ pub struct Metrics {
     pub undecodable_objects: Gauge,
     pub rotations_observed: Family<KindLabels, Counter>,
     pub listing_wakes: Counter,
+    pub overdue_retries: Counter,
     pub key_ready: Family<KeyLabels, Gauge>,
     pub key_expiry: Family<KeyLabels, Gauge>,
     pub key_next_rotation: Family<KeyLabels, Gauge>,
@@ -192,6 +193,12 @@ impl Metrics {
             "Converged VaultKeys woken for a full read because their vault's key list showed a change (or the vault went back to per-key reads)",
             listing_wakes.clone(),
         );
+        let overdue_retries = Counter::default();
+        registry.register(
+            "overdue_retries",
+            "VaultKeys whose retry after a failure had not begun a resync after it was due, started by the observer (should stay 0)",
+            overdue_retries.clone(),
+        );
         let undecodable_objects = Gauge::default();
         registry.register(
             "undecodable_objects",
@@ -238,6 +245,7 @@ impl Metrics {
             managed_keys,
             undecodable_objects,
             listing_wakes,
+            overdue_retries,
             rotations_observed,
         }
     }

@@ -396,12 +396,18 @@ pub async fn observe(
     loop {
         ticker.tick().await;
         let watched: Vec<Arc<Watched>> = controllers.iter().flat_map(|(s, _)| s.state()).collect();
-        let wake: HashSet<ObjectRef<Watched>> = ctx
+        let mut wake: HashSet<ObjectRef<Watched>> = ctx
             .listings
             .round(&ctx, watched)
             .await
             .into_iter()
             .collect();
+        for object in ctx.backoff.overdue(resync) {
+            let (namespace, name) = object.split_once('/').unwrap_or(("", &object));
+            warn!(vaultkey = %object, "its retry is overdue and never began; starting it");
+            ctx.metrics.overdue_retries.inc();
+            wake.insert(ObjectRef::new(name).within(namespace));
+        }
         for (store, trigger) in &controllers {
             for object in wake.iter().filter(|o| store.get(o).is_some()) {
                 let _ = trigger.unbounded_send(object.clone());

@@ -358,6 +358,7 @@ fn object_key<K: Resource>(obj: &K) -> String {
 /// A panic in one reconcile becomes an error for that object (retried with backoff) instead
 /// of taking the controller, and every other VaultKey, down.
 pub async fn reconcile(obj: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.backoff.started(&object_key(obj.as_ref()));
     let work = async {
         match &obj.0 {
             Ok(vk) => {
