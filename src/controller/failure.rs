@@ -202,7 +202,7 @@ impl Failure {
                 // A vault that keeps answering 429 with a short Retry-After must not be asked
                 // faster than any other persistent failure: the later of the two.
                 VaultErrorKind::Throttled { retry_after } => {
-                    Action::requeue((*retry_after).max(backoff.next(object)))
+                    Action::requeue(backoff.next_after(object, *retry_after))
                 }
                 // A promised budget slot: the operator's own schedule, not a failure.
                 VaultErrorKind::Paced { retry_in } => Action::requeue(*retry_in),
@@ -268,6 +268,13 @@ impl Backoff {
             .saturating_mul(2u32.saturating_pow((*n).min(16)))
             .min(BACKOFF_MAX);
         *n = n.saturating_add(1);
+        lock(&self.due).insert(object.to_owned(), Instant::now() + wait);
+        wait
+    }
+
+    /// The later of `at_least` (a vault's Retry-After) and the backoff.
+    pub fn next_after(&self, object: &str, at_least: Duration) -> Duration {
+        let wait = self.next(object).max(at_least);
         lock(&self.due).insert(object.to_owned(), Instant::now() + wait);
         wait
     }
@@ -395,6 +402,7 @@ mod tests {
     async fn a_retry_that_never_began_is_reported_once_when_overdue() {
         let backoff = Backoff::default();
         let grace = Duration::from_secs(5);
+        backoff.next_after("ns/throttled", Duration::from_secs(60));
         backoff.next("ns/lost");
         backoff.next("ns/started");
         backoff.next("ns/recovered");

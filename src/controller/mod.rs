@@ -210,7 +210,7 @@ impl Error {
             Error::Cleanup(VaultError {
                 kind: VaultErrorKind::Throttled { retry_after },
                 ..
-            }) => (*retry_after).max(backoff.next(object)),
+            }) => backoff.next_after(object, *retry_after),
             _ => backoff.next(object),
         }
     }
