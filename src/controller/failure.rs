@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use kube::runtime::controller::Action;
 
+use super::lock;
 use crate::identity::IdentityError;
 use crate::keyvault::{Operation, VaultError, VaultErrorKind};
 use crate::plan::Blocker;
@@ -262,28 +263,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 impl Backoff {
     pub fn next(&self, object: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        self.next_after(object, Duration::ZERO)
+    }
+
+    /// The later of `at_least` (a vault's Retry-After) and the backoff.
+    pub fn next_after(&self, object: &str, at_least: Duration) -> Duration {
+        let mut failures = lock(&self.failures);
         let n = failures.entry(object.to_owned()).or_insert(0);
         let wait = BACKOFF_BASE
             .saturating_mul(2u32.saturating_pow((*n).min(16)))
-            .min(BACKOFF_MAX);
+            .min(BACKOFF_MAX)
+            .max(at_least);
         *n = n.saturating_add(1);
         lock(&self.due).insert(object.to_owned(), Instant::now() + wait);
         wait
     }
 
-    /// The later of `at_least` (a vault's Retry-After) and the backoff.
-    pub fn next_after(&self, object: &str, at_least: Duration) -> Duration {
-        let wait = self.next(object).max(at_least);
-        lock(&self.due).insert(object.to_owned(), Instant::now() + wait);
-        wait
-    }
-
     pub fn reset(&self, object: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(object);
+        lock(&self.failures).remove(object);
         lock(&self.due).remove(object);
     }
 
@@ -307,10 +304,6 @@ impl Backoff {
         }
         late
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{info, warn};
 
 use super::pause::is_paused;
-use super::{Context, Watched, is_ready_now};
+use super::{Context, Watched, is_ready_now, lock};
 use crate::keyvault::{KeyListing, KeySummary, VaultErrorKind, VaultIdentity, VaultResult};
 
 /// How the operator learns that a vault's keys changed.
@@ -414,12 +414,6 @@ pub async fn observe(
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -307,7 +307,7 @@ async fn run_one(
         woken,
     } = watch_scope;
     let mut tracker = WatchTracker::new(index, ctx.clone());
-    let own_writes = ctx.clone();
+    let after_cache = ctx.clone();
     // The cache keeps VaultKeys without managedFields (about 40 % of an object) and without
     // kubectl's copy of the last applied manifest (as large as the spec again): the operator
     // never reads them.
@@ -322,7 +322,7 @@ async fn run_one(
         // After the cache holds the object: until then a reconcile reads the status it wrote.
         .inspect(move |event| {
             if let Ok(watcher::Event::Apply(obj)) = event {
-                own_writes.own_writes.seen(obj);
+                after_cache.own_writes.seen(obj);
             }
         })
         .applied_objects()
@@ -345,6 +345,14 @@ async fn run_one(
             futures::future::ready(())
         })
         .await;
+}
+
+/// The controller's maps stay usable after a panic elsewhere held their lock: a reconcile's
+/// panic is already reported for its own object.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn object_key<K: Resource>(obj: &K) -> String {

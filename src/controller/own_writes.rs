@@ -87,7 +87,7 @@ impl OwnWrites {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Written>> {
-        self.written.lock().unwrap_or_else(|p| p.into_inner())
+        super::lock(&self.written)
     }
 }
 
